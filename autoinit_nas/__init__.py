@@ -1,0 +1,44 @@
+"""autoinit-nas: AutoInit for Keras 3, and the engine under the architecture search.
+
+``import autoinit_nas`` imports Keras but none of ray, keras_tuner or matplotlib.
+"""
+
+from __future__ import annotations
+
+from autoinit_nas._context import Estimate
+from autoinit_nas._registry import register_estimator
+from autoinit_nas._signal import Signal
+from autoinit_nas.autoinit import AutoInit, initialize, predict_signal
+from autoinit_nas.callback import AutoInitCallback
+from autoinit_nas.errors import (
+    AutoInitError,
+    CandidateFailedError,
+    FatalSearchError,
+    InvalidGenomeError,
+    SignalError,
+    UnsupportedLayerError,
+)
+from autoinit_nas.report import LayerSignal, SignalReport
+from autoinit_nas.weighted_add import WeightedAdd, rewrite_residuals
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoInit",
+    "AutoInitCallback",
+    "AutoInitError",
+    "CandidateFailedError",
+    "Estimate",
+    "FatalSearchError",
+    "InvalidGenomeError",
+    "LayerSignal",
+    "Signal",
+    "SignalError",
+    "SignalReport",
+    "UnsupportedLayerError",
+    "WeightedAdd",
+    "initialize",
+    "predict_signal",
+    "register_estimator",
+    "rewrite_residuals",
+]

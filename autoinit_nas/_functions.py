@@ -1,0 +1,158 @@
+"""Elementwise functions (activations) acting on signals.
+
+Callables are integrated as they are (never looked up by name). The only special cases are
+keyed by object identity: Keras' piecewise-linear activations get exact closed forms, and
+Keras' activations that are not elementwise (softmax, log_softmax, ...) get a seeded Monte Carlo
+over their own axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
+from autoinit_nas._signal import Signal, Source
+
+__all__ = [
+    "as_numpy_fn",
+    "apply_function",
+    "apply_fn_to_signal",
+    "piecewise_relu",
+    "is_identity",
+    "NON_ELEMENTWISE",
+    "softmax_mixture_weight",
+]
+
+IDENTITY = PiecewiseLinear((), (1.0,), (0.0,))
+
+
+def piecewise_relu(
+    negative_slope: Any = 0.0, max_value: float | None = None, threshold: float = 0.0
+) -> PiecewiseLinear:
+    """Keras' ReLU: slope*(x - threshold) below threshold, x up to max_value, then max_value."""
+    slope = negative_slope
+    if max_value is None:
+        return PiecewiseLinear((threshold,), (slope, 1.0), (-slope * threshold, 0.0))
+    return PiecewiseLinear(
+        (threshold, max_value), (slope, 1.0, 0.0), (-slope * threshold, 0.0, max_value)
+    )
+
+
+_A = keras.activations
+CLOSED_FORMS: dict[Any, PiecewiseLinear] = {
+    _A.linear: IDENTITY,
+    _A.relu: piecewise_relu(),
+    _A.relu6: piecewise_relu(max_value=6.0),
+    _A.leaky_relu: piecewise_relu(0.2),
+    _A.hard_sigmoid: PiecewiseLinear((-3.0, 3.0), (0.0, 1 / 6, 0.0), (0.0, 0.5, 1.0)),
+    _A.hard_tanh: PiecewiseLinear((-1.0, 1.0), (0.0, 1.0, 0.0), (-1.0, 0.0, 1.0)),
+}
+NON_ELEMENTWISE = {_A.softmax, _A.log_softmax, _A.sparsemax, _A.glu}
+
+
+def is_identity(fn: Any) -> bool:
+    return fn is None or fn is _A.linear or fn is IDENTITY
+
+
+def as_numpy_fn(fn: Callable[..., Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a Keras activation, layer or plain callable as float64 ndarray -> ndarray.
+
+    Evaluation is attempted in float64 (so exp and x^2 do not overflow where float32 would)
+    and falls back to float32 for callables with float32 weights.
+    """
+    if isinstance(fn, PiecewiseLinear):
+        return fn
+    if fn in CLOSED_FORMS:
+        return CLOSED_FORMS[fn]
+    call = fn.call if isinstance(fn, keras.layers.Layer) else fn
+
+    def numpy_fn(x: np.ndarray) -> np.ndarray:
+        try:
+            out = call(keras.ops.convert_to_tensor(x, dtype="float64"))
+        except Exception:  # noqa: BLE001 - float32-only callables: retry in their dtype
+            out = call(keras.ops.convert_to_tensor(x, dtype="float32"))
+        return np.asarray(keras.ops.convert_to_numpy(out), dtype=float)
+
+    numpy_fn.__wrapped__ = fn  # type: ignore[attr-defined]
+    return numpy_fn
+
+
+def _compose(outer: Callable, inner: Callable) -> Callable:
+    if is_identity(inner):
+        return outer
+
+    def composed(x: np.ndarray) -> np.ndarray:
+        return outer(inner(x))
+
+    return composed
+
+
+def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signal:
+    """Moments of fn(x) for a numpy elementwise fn, working on the Gaussian under x if known."""
+    if is_identity(fn):
+        return x
+    if x.source is not None:
+        pre_mean, pre_var = x.source.mean, x.source.var
+        full = _compose(fn, x.source.fn)
+    else:
+        pre_mean, pre_var, full = x.mean, x.var, fn
+    first, second = gaussian_moments(full, pre_mean, pre_var)
+    var = np.maximum(second - first**2, 0.0)
+    src = Source(np.asarray(pre_mean), np.asarray(pre_var), full)
+    return Signal(np.asarray(first), np.asarray(var), x.shape, src)
+
+
+def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Signal:
+    """Moments of ``fn(x)`` for any activation: callable, Keras activation or activation layer."""
+    if fn is None or is_identity(fn):
+        return x
+    if fn in NON_ELEMENTWISE:
+        out = monte_carlo(lambda t: fn(t, axis=axis), x, axis=axis, seed=seed)
+        if fn is _A.softmax:  # entries sum to 1: the mean over the axis is exactly 1/C
+            mean = np.broadcast_to(out.mean, x.shape)
+            mean = mean / np.sum(mean, axis=axis, keepdims=True)
+            out = x.like(mean, np.broadcast_to(out.var, x.shape))
+        return out
+    return apply_fn_to_signal(as_numpy_fn(fn), x)
+
+
+def monte_carlo(
+    fn: Callable[[Any], Any], x: Signal, *, axis: int = -1, seed: int = 0, draws: int = 4096
+) -> Signal:
+    """Seeded Monte Carlo over one axis (softmax over C entries: not over the whole tensor)."""
+    shape = x.shape
+    axis = axis % len(shape)
+    size = shape[axis]
+    xm = x.as_map()
+    mean = np.moveaxis(xm.mean, axis, -1).reshape(-1, size)
+    var = np.moveaxis(xm.var, axis, -1).reshape(-1, size)
+    uniq, inverse = np.unique(np.concatenate([mean, var], axis=1), axis=0, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    n = max(64, draws // max(1, len(uniq) // 16 + 1))
+    z = rng.standard_normal((n, len(uniq), size))
+    samples = uniq[None, :, :size] + np.sqrt(np.maximum(uniq[None, :, size:], 0)) * z
+    out = keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(samples, dtype="float64")))
+    out = np.asarray(out, float)
+    first, var_out = out.mean(axis=0), out.var(axis=0)
+    inv = inverse.reshape(-1)
+    back_shape = [*np.moveaxis(np.empty(shape), axis, -1).shape]
+    first = np.moveaxis(first[inv].reshape(back_shape), -1, axis)
+    var_out = np.moveaxis(var_out[inv].reshape(back_shape), -1, axis)
+    return x.like(first, var_out)
+
+
+def softmax_mixture_weight(length: int, *, seed: int = 0, draws: int = 4096) -> float:
+    """E[sum_t a_t^2] for a = softmax of ``length`` i.i.d. N(0, 1) logits (seeded Monte Carlo).
+
+    The variance of a softmax-weighted mixture of independent unit-variance values.
+    """
+    if length <= 1:
+        return 1.0
+    z = np.random.default_rng(seed).standard_normal((draws, length))
+    a = np.exp(z - z.max(axis=1, keepdims=True))
+    a /= a.sum(axis=1, keepdims=True)
+    return float(np.mean(np.sum(a**2, axis=1)))

@@ -1,0 +1,292 @@
+"""Estimators of layers with weights: Dense, Conv*, DepthwiseConv*, SeparableConv*,
+Conv*Transpose, EinsumDense, Embedding and MultiHeadAttention.
+
+Expected mode: Var(W) = target / (fan_in * E[x^2]) (the paper's rule). Realized mode: draw W,
+push the input's mean map through W and its variance map through W**2 with the layer's own op,
+then rescale W so the realized output variance is exactly the target (and, with
+``center=True``, set the bias to cancel the per-channel offsets).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from autoinit_nas._context import Context, Estimate
+from autoinit_nas._functions import apply_function, softmax_mixture_weight
+from autoinit_nas._registry import register_estimator
+from autoinit_nas._signal import Signal
+from autoinit_nas.errors import SignalError
+
+__all__ = ["linear_estimate"]
+
+Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _np(x: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=float)
+
+
+def _run(forward: Forward, maps: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Apply a batched op to one sample's map."""
+    return forward(maps[None], kernel)[0]
+
+
+def _channel_axis(layer: Any, rank: int) -> int:
+    return 0 if getattr(layer, "data_format", "channels_last") == "channels_first" else rank - 1
+
+
+def linear_estimate(
+    layer: Any,
+    x: Signal,
+    ctx: Context,
+    *,
+    kernel_var: Any,
+    forward: Forward,
+    fan_in: float,
+    out_shape: tuple[int, ...],
+    bias_var: Any = None,
+    channel_axis: int = -1,
+    target: float | None = None,
+    keep: bool | None = None,
+) -> tuple[Signal, dict[str, np.ndarray], float | None]:
+    """Plan (or, for kept layers, read) one kernel and return the pre-activation signal."""
+    target = ctx.target if target is None else target
+    where = f"layer '{ctx.current_path}' ({type(layer).__name__})"
+    kshape = tuple(kernel_var.shape)
+    if ctx.keeps(layer) if keep is None else keep:
+        kernel = ctx.value(kernel_var)
+        bias = ctx.value(bias_var) if bias_var is not None else 0.0
+        xm = x.as_map()
+        mean = _run(forward, xm.mean, kernel) + bias
+        var = _run(forward, xm.var, kernel**2)
+        return x.like(mean, var, out_shape), {}, float(np.std(kernel))
+    ex2 = ctx.require_second_moment(x, where)
+    rng = ctx.next_rng()
+    raw = ctx.draw(kshape, rng)
+    nominal = math.sqrt(target / (fan_in * ex2))
+    plan: dict[str, np.ndarray] = {}
+    if not ctx.realized or not x.is_map:
+        kernel = raw * nominal
+        plan[kernel_var.path] = kernel
+        if bias_var is not None:
+            plan[bias_var.path] = np.zeros(tuple(bias_var.shape))
+        return Signal.scalar(0.0, target, out_shape), plan, nominal
+    km = _run(forward, x.mean, raw * nominal)
+    kv = _run(forward, x.var, (raw * nominal) ** 2)
+    axis = channel_axis % km.ndim
+    reduce_axes = tuple(i for i in range(km.ndim) if i != axis)
+    offsets = np.mean(km, axis=reduce_axes, keepdims=True)
+    residual = km - offsets if ctx.options.center else km
+    total = float(np.mean(kv) + np.var(residual))
+    if not math.isfinite(total) or total <= 0:
+        raise SignalError(
+            f"Cannot scale the weights of {where}: the realized output variance is {total!r}. "
+            "Expected a positive finite value."
+        )
+    c = math.sqrt(target / total)
+    plan[kernel_var.path] = raw * nominal * c
+    if bias_var is not None:
+        bias = np.zeros(tuple(bias_var.shape))
+        if ctx.options.center:
+            bias = -c * offsets.reshape(-1)[: bias.size].reshape(bias.shape)
+        plan[bias_var.path] = bias
+        mean = c * residual
+    else:
+        mean = c * km
+    return Signal(mean, c * c * kv, out_shape), plan, nominal * c
+
+
+def _sample_shape(layer: Any, node_output: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in node_output.shape[1:])
+
+
+def _finish(layer: Any, pre: Signal, plan: dict, std: float | None, ctx: Context) -> Estimate:
+    act = getattr(layer, "activation", None)
+    out = apply_function(act, pre, seed=ctx.seed) if act is not None else pre
+    return Estimate([out], plan, std)
+
+
+@register_estimator(keras.layers.Dense)
+def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0]
+    pre, plan, std = linear_estimate(
+        layer, x, ctx, kernel_var=layer.kernel, bias_var=layer.bias,
+        forward=lambda m, k: m @ k, fan_in=layer.kernel.shape[0],
+        out_shape=_sample_shape(layer, node.outputs[0]),
+    )
+    return _finish(layer, pre, plan, std, ctx)
+
+
+def _conv_forward(layer: Any) -> Forward:
+    return lambda m, k: _np(layer.convolution_op(keras.ops.convert_to_tensor(m, "float32"),
+                                                   keras.ops.convert_to_tensor(k, "float32")))
+
+
+_BaseConv = type(keras.layers.Conv2D(1, 1)).__mro__[1]
+_BaseDepthwise = type(keras.layers.DepthwiseConv2D(1)).__mro__[1]
+_BaseSeparable = type(keras.layers.SeparableConv2D(1, 1)).__mro__[1]
+_BaseTranspose = type(keras.layers.Conv2DTranspose(1, 1)).__mro__[1]
+
+
+@register_estimator(_BaseConv)
+def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0]
+    ks = layer.kernel.shape
+    fan_in = int(np.prod(ks[:-1]))  # kernel spatial size * input channels / groups
+    out_shape = _sample_shape(layer, node.outputs[0])
+    pre, plan, std = linear_estimate(
+        layer, x, ctx, kernel_var=layer.kernel, bias_var=layer.bias, forward=_conv_forward(layer),
+        fan_in=fan_in, out_shape=out_shape, channel_axis=_channel_axis(layer, len(out_shape)),
+    )
+    return _finish(layer, pre, plan, std, ctx)
+
+
+def _depthwise_forward(layer: Any) -> Forward:
+    return lambda m, k: _np(keras.ops.depthwise_conv(
+        keras.ops.convert_to_tensor(m, "float32"), keras.ops.convert_to_tensor(k, "float32"),
+        strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format))
+
+
+@register_estimator(_BaseDepthwise)
+def _depthwise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    kernel = layer.kernel if hasattr(layer, "kernel") else layer.depthwise_kernel
+    out_shape = _sample_shape(layer, node.outputs[0])
+    pre, plan, std = linear_estimate(
+        layer, inputs[0], ctx, kernel_var=kernel, bias_var=layer.bias,
+        forward=_depthwise_forward(layer), fan_in=int(np.prod(kernel.shape[:-2])),
+        out_shape=out_shape, channel_axis=_channel_axis(layer, len(out_shape)),
+    )
+    return _finish(layer, pre, plan, std, ctx)
+
+
+@register_estimator(_BaseSeparable)
+def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0]
+    dk, pk = layer.depthwise_kernel, layer.pointwise_kernel
+    out_shape = _sample_shape(layer, node.outputs[0])
+    ch = _channel_axis(layer, len(out_shape))
+    depthwise = _depthwise_forward(layer)
+    mid_shape = list(out_shape)
+    mid_shape[ch] = int(dk.shape[-2] * dk.shape[-1])
+    keep = ctx.keeps(layer)
+    mid, plan, _ = linear_estimate(
+        layer, x, ctx, kernel_var=dk, forward=depthwise, fan_in=int(np.prod(dk.shape[:-2])),
+        out_shape=tuple(mid_shape), channel_axis=ch, keep=keep,
+    )
+
+    def pointwise(m: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return _np(keras.ops.conv(keras.ops.convert_to_tensor(m, "float32"),
+                                  keras.ops.convert_to_tensor(k, "float32"),
+                                  strides=1, padding="valid", data_format=layer.data_format))
+
+    pre, plan2, std = linear_estimate(
+        layer, mid, ctx, kernel_var=pk, bias_var=layer.bias, forward=pointwise,
+        fan_in=int(np.prod(pk.shape[:-1])), out_shape=out_shape, channel_axis=ch, keep=keep,
+    )
+    plan.update(plan2)
+    return _finish(layer, pre, plan, std, ctx)
+
+
+@register_estimator(_BaseTranspose)
+def _conv_transpose(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    ks = layer.kernel.shape  # (*spatial, filters, in_channels)
+    spatial = int(np.prod(ks[:-2]))
+    fan_in = spatial * ks[-1] / float(np.prod(layer.strides))
+    out_shape = _sample_shape(layer, node.outputs[0])
+
+    def forward(m: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return _np(keras.ops.conv_transpose(
+            keras.ops.convert_to_tensor(m, "float32"), keras.ops.convert_to_tensor(k, "float32"),
+            strides=layer.strides, padding=layer.padding, output_padding=layer.output_padding,
+            data_format=layer.data_format, dilation_rate=layer.dilation_rate))
+
+    pre, plan, std = linear_estimate(
+        layer, inputs[0], ctx, kernel_var=layer.kernel, bias_var=layer.bias, forward=forward,
+        fan_in=fan_in, out_shape=out_shape, channel_axis=_channel_axis(layer, len(out_shape)),
+    )
+    return _finish(layer, pre, plan, std, ctx)
+
+
+def _einsum_fan_in(equation: str, kernel_shape: tuple[int, ...]) -> int:
+    lhs, out = equation.replace(" ", "").split("->")
+    x_spec, k_spec = lhs.split(",")
+    return int(np.prod([kernel_shape[i] for i, c in enumerate(k_spec)
+                        if c in x_spec and c not in out] or [1]))
+
+
+@register_estimator(keras.layers.EinsumDense)
+def _einsum_dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    eq = layer.equation
+    pre, plan, std = linear_estimate(
+        layer, inputs[0], ctx, kernel_var=layer.kernel, bias_var=layer.bias,
+        forward=lambda m, k: _np(keras.ops.einsum(eq, m, k)),
+        fan_in=_einsum_fan_in(eq, tuple(layer.kernel.shape)),
+        out_shape=_sample_shape(layer, node.outputs[0]),
+    )
+    return _finish(layer, pre, plan, std, ctx)
+
+
+@register_estimator(keras.layers.Embedding)
+def _embedding(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    out_shape = _sample_shape(layer, node.outputs[0])
+    table_var = layer.embeddings
+    if ctx.keeps(layer):
+        table = ctx.value(table_var)
+        std = float(np.std(table))
+        plan: dict[str, np.ndarray] = {}
+    else:
+        table = ctx.draw(tuple(table_var.shape), ctx.next_rng()) * math.sqrt(ctx.target)
+        if ctx.realized:  # rescale so the drawn table's variance is exactly the target
+            table = (table - 0.0) * math.sqrt(ctx.target / max(np.var(table), 1e-30))
+        std = float(np.std(table))
+        plan = {table_var.path: table}
+    # each output element is a table entry at an unknown index: per-dimension moments
+    mean, var = table.mean(axis=0), table.var(axis=0)
+    x = inputs[0]
+    if not ctx.realized:
+        return Estimate([Signal.scalar(float(mean.mean()), float(np.mean(var + mean**2) - mean.mean() ** 2), out_shape)], plan, std)
+    del x
+    return Estimate([Signal(np.broadcast_to(mean, out_shape).copy(),
+                            np.broadcast_to(var, out_shape).copy(), out_shape)], plan, std)
+
+
+@register_estimator(keras.layers.MultiHeadAttention)
+def _mha(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    """Q/K/V/output are EinsumDense; the attention output is a convex mixture of values.
+
+    The mixture of T independent unit-variance values with softmax weights a has variance
+    E[sum a_t^2], which is computed for logits q.k/sqrt(d) ~ N(0, 1) by a seeded Monte Carlo
+    over T (the softmax rule); the output projection then brings the block to the target.
+    """
+    q = inputs[0]
+    v = inputs[1] if len(inputs) > 1 else q
+    k = inputs[2] if len(inputs) > 2 else v
+    plan: dict[str, np.ndarray] = {}
+    out_shape = _sample_shape(layer, node.outputs[0])
+    if ctx.keeps(layer):
+        return Estimate([], {}, None, note="probe")  # kept MHA: the walk probes it
+    for sub, sig in ((layer._query_dense, q), (layer._key_dense, k), (layer._value_dense, v)):
+        ex2 = ctx.require_second_moment(sig, f"layer '{ctx.current_path}' ({sub.name})")
+        fan = _einsum_fan_in(sub.equation, tuple(sub.kernel.shape))
+        plan[sub.kernel.path] = ctx.draw(tuple(sub.kernel.shape), ctx.next_rng()) * math.sqrt(1.0 / (fan * ex2))
+        if sub.bias is not None:
+            plan[sub.bias.path] = np.zeros(tuple(sub.bias.shape))
+    length = int(v.shape[0]) if len(v.shape) > 1 else 1
+    mix = softmax_mixture_weight(length, seed=ctx.seed)
+    out = layer._output_dense
+    fan = _einsum_fan_in(out.equation, tuple(out.kernel.shape))
+    std = math.sqrt(ctx.target / (fan * mix))
+    plan[out.kernel.path] = ctx.draw(tuple(out.kernel.shape), ctx.next_rng()) * std
+    if out.bias is not None:
+        plan[out.bias.path] = np.zeros(tuple(out.bias.shape))
+    outputs = [Signal.scalar(0.0, ctx.target, out_shape)]
+    if len(node.outputs) > 1:  # attention scores: mean 1/T
+        score_shape = _sample_shape(layer, node.outputs[1])
+        outputs.append(Signal.scalar(1.0 / length, mix / length - 1.0 / length**2, score_shape))
+    return Estimate(outputs, plan, std)

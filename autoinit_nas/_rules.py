@@ -1,0 +1,378 @@
+"""Estimators of layers without weights to scale: activations, merges, regularization,
+pooling, normalization and data movement (DESIGN.md, "Other layers")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import keras
+import numpy as np
+
+from autoinit_nas._context import Context, Estimate
+from autoinit_nas._functions import (
+    apply_fn_to_signal,
+    apply_function,
+    as_numpy_fn,
+    monte_carlo,
+    piecewise_relu,
+)
+from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_iid
+from autoinit_nas._registry import register_estimator
+from autoinit_nas._signal import Signal, Source
+
+__all__ = ["run_on_maps", "merge_signals"]
+
+L = keras.layers
+
+
+def _np(x: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype=float)
+
+
+def _shape(node: Any, i: int = 0) -> tuple[int, ...]:
+    return tuple(int(d) for d in node.outputs[i].shape[1:])
+
+
+def run_on_maps(fn: Any, x: Signal, out_shape: tuple[int, ...], *, var_fn: Any = None) -> Signal:
+    """Push mean and variance maps through a data-movement op (reshape, crop, pad, ...)."""
+    var_fn = fn if var_fn is None else var_fn
+    scalar = not x.is_map
+    xm = x.as_map()
+
+    def go(f: Any, m: np.ndarray) -> np.ndarray:
+        return _np(f(keras.ops.convert_to_tensor(m[None], "float32")))[0]
+
+    mean, var = go(fn, xm.mean), go(var_fn, xm.var)
+    source = None
+    if x.source is not None and not scalar and np.shape(x.source.mean) == x.shape:
+        source = Source(go(fn, x.source.mean), go(var_fn, x.source.var), x.source.fn)
+    out = Signal(mean, np.maximum(var, 0), out_shape, source)
+    return out.collapse() if scalar else out
+
+
+# ---------------------------------------------------------------- activations
+@register_estimator(L.Activation)
+def _activation(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    return Estimate([apply_function(layer.activation, inputs[0], seed=ctx.seed)])
+
+
+def _pl(fn: PiecewiseLinear, x: Signal) -> Signal:
+    out = apply_fn_to_signal(fn, x)
+    if not x.is_map and out.is_map:  # per-channel slopes (PReLU) on a scalar signal
+        return replace(out.collapse(), source=out.source)
+    return out
+
+
+@register_estimator(L.ReLU)
+def _relu(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    fn = piecewise_relu(float(layer.negative_slope), None if layer.max_value is None
+                        else float(layer.max_value), float(layer.threshold))
+    return Estimate([_pl(fn, inputs[0])])
+
+
+@register_estimator(L.LeakyReLU)
+def _leaky(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    return Estimate([_pl(piecewise_relu(float(layer.negative_slope)), inputs[0])])
+
+
+@register_estimator(L.PReLU)
+def _prelu(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    alpha = ctx.value(layer.alpha)
+    return Estimate([_pl(PiecewiseLinear((0.0,), (alpha, 1.0), (0.0, 0.0)), inputs[0])])
+
+
+@register_estimator(L.ELU)
+def _elu_layer(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    return Estimate([apply_fn_to_signal(as_numpy_fn(layer), inputs[0])])
+
+
+@register_estimator(L.Softmax)
+def _softmax_layer(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    axis = layer.axis if isinstance(layer.axis, int) else layer.axis[-1]
+    axis = axis - 1 if axis > 0 else axis
+    return Estimate([apply_function(keras.activations.softmax, inputs[0], axis=axis, seed=ctx.seed)])
+
+
+# ---------------------------------------------------------------- merges
+def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...]) -> Signal:
+    """Add, subtract, average, multiply, maximum, minimum of independent inputs."""
+    ms = [x.mean for x in xs]
+    vs = [x.var for x in xs]
+    if kind == "add":
+        mean, var = sum(ms), sum(vs)
+    elif kind == "subtract":
+        mean, var = ms[0] - ms[1], vs[0] + vs[1]
+    elif kind == "average":
+        mean, var = sum(ms) / len(xs), sum(vs) / len(xs) ** 2
+    elif kind == "multiply":
+        mean = np.prod(np.broadcast_arrays(*ms), axis=0)
+        second = np.prod(np.broadcast_arrays(*[v + m**2 for m, v in zip(ms, vs)]), axis=0)
+        var = second - mean**2
+    elif kind in ("maximum", "minimum"):
+        sign = 1.0 if kind == "maximum" else -1.0
+        mean, var = sign * ms[0], vs[0]
+        for m, v in zip(ms[1:], vs[1:]):
+            mean, var = clark_max(mean, var, sign * m, v)
+        mean = sign * mean
+    else:
+        raise ValueError(f"Unknown merge kind: {kind!r}")
+    scalar = not any(x.is_map for x in xs)
+    if scalar:
+        return Signal.scalar(float(np.mean(mean)), float(np.mean(var)), out_shape)
+    return Signal(np.broadcast_to(mean, out_shape).astype(float),
+                  np.maximum(np.broadcast_to(var, out_shape), 0).astype(float), out_shape)
+
+
+for _cls, _kind in ((L.Add, "add"), (L.Subtract, "subtract"), (L.Average, "average"),
+                    (L.Multiply, "multiply"), (L.Maximum, "maximum"), (L.Minimum, "minimum")):
+    def _make(kind: str) -> Any:
+        def _merge(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+            return Estimate([merge_signals(kind, inputs, _shape(node))])
+        _merge.__name__ = f"_{kind}"
+        return _merge
+    register_estimator(_cls)(_make(_kind))
+
+
+@register_estimator(L.Concatenate)
+def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    out_shape = _shape(node)
+    axis = layer.axis - 1 if layer.axis > 0 else layer.axis
+    if any(x.is_map for x in inputs):
+        maps = [x.as_map() for x in inputs]
+        mean = np.concatenate([m.mean for m in maps], axis=axis)
+        var = np.concatenate([m.var for m in maps], axis=axis)
+        return Estimate([Signal(mean, var, out_shape)])
+    sizes = np.array([x.shape[axis] for x in inputs], float)
+    w = sizes / sizes.sum()
+    mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs)))
+    second = float(sum(wi * x.second_moment for wi, x in zip(w, inputs)))
+    return Estimate([Signal.scalar(mean, second - mean**2, out_shape)])
+
+
+# ---------------------------------------------------------------- regularization
+@register_estimator(L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
+def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x, p = inputs[0], float(layer.rate)
+    second = (x.var + x.mean**2) / (1.0 - p)
+    return Estimate([x.like(x.mean, second - x.mean**2)])
+
+
+@register_estimator(L.GaussianNoise)
+def _gaussian_noise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0]
+    return Estimate([x.like(x.mean, x.var + float(layer.stddev) ** 2)])
+
+
+@register_estimator(L.GaussianDropout)
+def _gaussian_dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x, p = inputs[0], float(layer.rate)
+    second = (x.var + x.mean**2) * (1.0 + p / (1.0 - p))
+    return Estimate([x.like(x.mean, second - x.mean**2)])
+
+
+_PASS_THROUGH = [L.AlphaDropout, L.ActivityRegularization, L.Masking, L.Identity]
+_MOVERS = [L.Flatten, L.Reshape, L.Permute, L.RepeatVector,
+           L.Cropping1D, L.Cropping2D, L.Cropping3D,
+           L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
+           L.UpSampling1D, L.UpSampling2D, L.UpSampling3D]
+
+
+@register_estimator(*_PASS_THROUGH)
+def _identity(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    return Estimate([inputs[0]])
+
+
+@register_estimator(*_MOVERS)
+def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0]
+    out_shape = _shape(node)
+    changes_values = isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
+                                        L.Cropping1D, L.Cropping2D, L.Cropping3D))
+    if not x.is_map and not changes_values:
+        return Estimate([Signal(x.mean, x.var, out_shape, x.source)])
+    return Estimate([run_on_maps(layer.call, x, out_shape)])
+
+
+# ---------------------------------------------------------------- pooling
+def _pool_geometry(layer: Any, x: Signal) -> tuple[Any, Any]:
+    """(average-pool op on maps, map of how many values each output pools)."""
+    rank = len(x.shape) - 1
+    pool = tuple(layer.pool_size)
+    strides = tuple(layer.strides) if layer.strides is not None else pool
+
+    def avg(m: np.ndarray) -> np.ndarray:
+        return _np(keras.ops.average_pool(keras.ops.convert_to_tensor(m[None], "float32"), pool,
+                                          strides, layer.padding, layer.data_format))[0]
+
+    if layer.padding == "valid":
+        count = float(np.prod(pool))
+    else:
+        cf = layer.data_format == "channels_first"
+        ones_shape = (1, *x.shape[1:]) if cf else (*x.shape[:-1], 1)
+        ones = np.ones((1, *ones_shape), np.float32)
+        kernel = np.ones((*pool, 1, 1), np.float32)
+        count = _np(keras.ops.conv(ones, kernel, strides, "same", layer.data_format))[0]
+        count = np.rint(count)
+    del rank
+    return avg, count
+
+
+_AVG = [L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D]
+_MAX = [L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D]
+
+
+@register_estimator(*_AVG)
+def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x, out_shape = inputs[0], _shape(node)
+    if not x.is_map:
+        k = float(np.prod(layer.pool_size))
+        return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
+    avg, count = _pool_geometry(layer, x)
+    return Estimate([Signal(avg(x.mean), avg(x.var) / count, out_shape)])
+
+
+def _max_from(x: Signal, pre_mean: Any, pre_var: Any, count: Any, out_shape: tuple) -> Signal:
+    fn = x.source.fn if x.source is not None else None
+    first, second = max_of_iid(fn, pre_mean, pre_var, count)
+    return x.like(first, second - first**2, out_shape) if x.is_map else \
+        Signal.scalar(float(np.mean(first)), float(np.mean(second - first**2)), out_shape)
+
+
+def _pre(x: Signal) -> tuple[np.ndarray, np.ndarray]:
+    if x.source is not None:
+        return np.broadcast_to(x.source.mean, x.shape), np.broadcast_to(x.source.var, x.shape)
+    return np.broadcast_to(x.mean, x.shape), np.broadcast_to(x.var, x.shape)
+
+
+@register_estimator(*_MAX)
+def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x, out_shape = inputs[0], _shape(node)
+    if not x.is_map:
+        pm = x.source.mean if x.source is not None else x.mean
+        pv = x.source.var if x.source is not None else x.var
+        return Estimate([_max_from(x, pm, pv, int(np.prod(layer.pool_size)), out_shape)])
+    avg, count = _pool_geometry(layer, x)
+    pm, pv = _pre(x)
+    return Estimate([_max_from(x, avg(pm), avg(pv), count, out_shape)])
+
+
+def _spatial_axes(layer: Any, ndim: int) -> tuple[int, ...]:
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return tuple(range(1, ndim))
+    return tuple(range(ndim - 1))
+
+
+_GAVG = [L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D]
+_GMAX = [L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D]
+
+
+@register_estimator(*_GAVG)
+def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x, out_shape = inputs[0], _shape(node)
+    axes = _spatial_axes(layer, len(x.shape))
+    k = float(np.prod([x.shape[a] for a in axes]))
+    if not x.is_map:
+        return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
+    mean = np.mean(x.mean, axis=axes).reshape(out_shape)
+    var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
+    return Estimate([Signal(mean, var, out_shape)])
+
+
+@register_estimator(*_GMAX)
+def _global_max(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x, out_shape = inputs[0], _shape(node)
+    axes = _spatial_axes(layer, len(x.shape))
+    k = int(np.prod([x.shape[a] for a in axes]))
+    if not x.is_map:
+        pm = x.source.mean if x.source is not None else x.mean
+        pv = x.source.var if x.source is not None else x.var
+        return Estimate([_max_from(x, pm, pv, k, out_shape)])
+    pm, pv = _pre(x)
+    pm = np.mean(pm, axis=axes).reshape(out_shape)
+    pv = np.mean(pv, axis=axes).reshape(out_shape)
+    return Estimate([_max_from(x, pm, pv, k, out_shape)])
+
+
+# ---------------------------------------------------------------- normalization
+def _normalize(x: Signal, axes: tuple[int, ...], gamma: Any, beta: Any, eps: float) -> Signal:
+    """Standardize over ``axes`` of the sample map (training-mode statistics), then affine."""
+    xm = x.as_map()
+    mu = np.mean(xm.mean, axis=axes, keepdims=True)
+    var = np.mean(xm.var + xm.mean**2, axis=axes, keepdims=True) - mu**2
+    denom = var + eps
+    g = 1.0 if gamma is None else gamma
+    b = 0.0 if beta is None else beta
+    mean = g * (xm.mean - mu) / np.sqrt(denom) + b
+    out = Signal(np.broadcast_to(mean, x.shape).astype(float),
+                 np.broadcast_to(g**2 * xm.var / denom, x.shape).astype(float), x.shape)
+    return out if x.is_map else out.collapse()
+
+
+def _param_shape(values: Any, shape: tuple[int, ...], axes: tuple[int, ...]) -> Any:
+    if values is None:
+        return None
+    bshape = [1] * len(shape)
+    for a in axes:
+        bshape[a] = shape[a]
+    return np.asarray(values, float).reshape(bshape)
+
+
+def _axes_of(layer_axis: Any, ndim: int) -> tuple[int, ...]:
+    axes = [layer_axis] if isinstance(layer_axis, int) else list(layer_axis)
+    return tuple(sorted((a - 1) % ndim if a > 0 else a % ndim for a in axes))
+
+
+@register_estimator(L.BatchNormalization)
+def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0]
+    nd = len(x.shape)
+    ch = _axes_of(layer.axis, nd)
+    reduce_axes = tuple(i for i in range(nd) if i not in ch)
+    gamma = _param_shape(ctx.value(layer.gamma) if layer.gamma is not None else None, x.shape, ch)
+    beta = _param_shape(ctx.value(layer.beta) if layer.beta is not None else None, x.shape, ch)
+    return Estimate([_normalize(x, reduce_axes, gamma, beta, float(layer.epsilon))])
+
+
+@register_estimator(L.LayerNormalization)
+def _layer_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0]
+    axes = _axes_of(layer.axis, len(x.shape))
+    gamma = _param_shape(ctx.value(layer.gamma) if getattr(layer, "gamma", None) is not None else None, x.shape, axes)
+    beta = _param_shape(ctx.value(layer.beta) if getattr(layer, "beta", None) is not None else None, x.shape, axes)
+    return Estimate([_normalize(x, axes, gamma, beta, float(layer.epsilon))])
+
+
+@register_estimator(L.GroupNormalization)
+def _group_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0].as_map()
+    nd = len(x.shape)
+    ch = layer.axis - 1 if layer.axis > 0 else layer.axis % (nd + 1) - 1
+    ch %= nd
+    groups = int(layer.groups)
+    c = x.shape[ch]
+    gshape = list(x.shape[:ch]) + [groups, c // groups] + list(x.shape[ch + 1:])
+    grouped = Signal(x.mean.reshape(gshape), x.var.reshape(gshape), tuple(gshape))
+    axes = tuple(i for i in range(len(gshape)) if i != ch)
+    normed = _normalize(grouped, axes, None, None, float(layer.epsilon))
+    mean, var = normed.mean.reshape(x.shape), normed.var.reshape(x.shape)
+    g = _param_shape(ctx.value(layer.gamma) if layer.scale else None, x.shape, (ch,))
+    b = _param_shape(ctx.value(layer.beta) if layer.center else None, x.shape, (ch,))
+    g = 1.0 if g is None else g
+    b = 0.0 if b is None else b
+    out = Signal(np.broadcast_to(g * mean + b, x.shape).astype(float),
+                 np.broadcast_to(g**2 * var, x.shape).astype(float), x.shape)
+    return Estimate([out if inputs[0].is_map else out.collapse()])
+
+
+@register_estimator(L.UnitNormalization)
+def _unit_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+    x = inputs[0]
+    xm = x.as_map()
+    axes = _axes_of(layer.axis, len(x.shape))
+    s = np.sum(xm.var + xm.mean**2, axis=axes, keepdims=True)
+    out = Signal(xm.mean / np.sqrt(s), xm.var / s, x.shape)
+    return Estimate([out if x.is_map else out.collapse()])
+
+
+__all__ += ["monte_carlo"]
