@@ -1,5 +1,50 @@
-"""Evolutionary search (DEAP), Ray-parallel evaluation, run store and the command line."""
+"""Evolutionary search (DEAP), Ray-parallel evaluation, run store and the command line.
+
+Example:
+    >>> from evolution import Evolution, RunConfig
+    >>> run = Evolution("runs/demo", RunConfig(task="mnist1d", budget_evals=12))  # doctest: +SKIP
+    >>> run.run().best.val_accuracy  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from evolution._algorithm_base import Algorithm, Individual, Proposal
+from evolution._algorithms import ALGORITHMS, NSGA2, MuPlusLambda, RegularizedEvolution, make_algorithm
+from evolution._config import RunConfig, parse_duration
+from evolution._evaluate import EvalConfig, EvalResult, evaluate_candidate
+from evolution._executors import Executor, InProcessExecutor, RayExecutor
+from evolution._export import ExportResult, export_best
+from evolution._report import write_report
+from evolution._run import Evolution, RunSummary
+from evolution._spaces import resolve_space
+from evolution._store import CandidateRecord, RunStore
+from evolution._tasks import Task, load_task
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "CandidateRecord",
+    "EvalConfig",
+    "EvalResult",
+    "Evolution",
+    "Executor",
+    "ExportResult",
+    "InProcessExecutor",
+    "Individual",
+    "MuPlusLambda",
+    "NSGA2",
+    "Proposal",
+    "RayExecutor",
+    "RegularizedEvolution",
+    "RunConfig",
+    "RunStore",
+    "RunSummary",
+    "Task",
+    "evaluate_candidate",
+    "export_best",
+    "load_task",
+    "make_algorithm",
+    "parse_duration",
+    "resolve_space",
+    "write_report",
+]

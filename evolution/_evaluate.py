@@ -1,0 +1,188 @@
+"""Fitness evaluation of one candidate: decode, build with AutoInit, train on a budget, score."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autoinit_nas.errors import CandidateFailedError, InvalidGenomeError
+from search_spaces import SearchSpace
+
+__all__ = ["EvalConfig", "EvalResult", "evaluate_candidate"]
+
+logger = logging.getLogger(__name__)
+
+#: Failure kinds recorded in the run store.
+FAILURE_KINDS = ("nan", "oom", "invalid", "error", "worker_died")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How every candidate of a run is trained.
+
+    Args:
+        epochs: training epochs (an upper bound when ``train_seconds`` is set).
+        train_seconds: wall-clock training budget per candidate; training stops at the first
+            batch that ends past it. ``None``: train all ``epochs``.
+        batch_size: mini-batch size.
+        init: ``"autoinit"`` (the default) or ``"default"`` (Keras' initializers, for comparison).
+    """
+
+    epochs: int = 5
+    train_seconds: float | None = None
+    batch_size: int = 64
+    init: str = "autoinit"
+
+    def __post_init__(self) -> None:
+        if self.init not in ("autoinit", "default"):
+            raise ValueError(f"Expected init 'autoinit' or 'default'. Received: init={self.init!r}")
+        if self.epochs < 1:
+            raise ValueError(f"Expected epochs >= 1. Received: epochs={self.epochs}")
+        if self.train_seconds is not None and self.train_seconds <= 0:
+            raise ValueError(f"Expected train_seconds > 0. Received: train_seconds={self.train_seconds}")
+
+
+@dataclass
+class EvalResult:
+    """Outcome of one evaluation; ``ok`` is ``False`` for a failed candidate."""
+
+    ok: bool
+    val_accuracy: float = 0.0
+    val_loss: float = math.nan
+    param_count: int = 0
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    started_at: float = 0.0
+    error_kind: str | None = None
+    error: str | None = None
+    worker: str = ""
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def failure(cls, kind: str, reason: str, **fields: Any) -> EvalResult:
+        """A failed result of the given kind (one of ``FAILURE_KINDS``)."""
+        return cls(ok=False, error_kind=kind, error=reason, **fields)
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _make_callbacks(train_seconds: float | None) -> tuple[Any, list[Any]]:
+    import keras
+
+    class _Guard(keras.callbacks.Callback):
+        """Stops on a non-finite loss (recorded as NaN) and when the time budget is spent."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.nonfinite: str | None = None
+            self.deadline = None if train_seconds is None else time.monotonic() + train_seconds
+            self.out_of_time = False
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.nonfinite = f"non-finite training loss {float(loss)} at batch {batch}"
+                self.model.stop_training = True
+            elif self.deadline is not None and time.monotonic() > self.deadline:
+                self.out_of_time = True
+                self.model.stop_training = True
+
+    guard = _Guard()
+    return guard, [guard]
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    name = type(exc).__name__
+    if isinstance(exc, CandidateFailedError):
+        return exc.kind, exc.reason
+    if isinstance(exc, MemoryError) or "ResourceExhausted" in name or "out of memory" in str(exc).lower():
+        return "oom", f"{name}: {str(exc)[:500]}"
+    if isinstance(exc, InvalidGenomeError):
+        return "invalid", f"{name}: {exc}"
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return "error", last[:2000]
+
+
+def _outputs(model: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """The model's outputs on ``x`` by direct calls (``predict`` retraces for every new model)."""
+    import keras
+
+    parts = [keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
+             for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts).reshape(len(x), -1)
+
+
+def evaluate_candidate(space: SearchSpace, genome_json: str, task: Any, config: EvalConfig,
+                       seed: int) -> EvalResult:
+    """Decode, build (AutoInit or default init), train and score one candidate.
+
+    Never raises for a bad candidate: exceptions, non-finite losses and out-of-memory errors are
+    returned as a failed ``EvalResult`` naming the reason, so the search can go on.
+
+    Args:
+        space: the search space that decodes and builds the genome.
+        genome_json: the genome as written by ``Genome.to_json``.
+        task: an ``evolution.Task`` (train and validation arrays, ``TaskSpec``).
+        config: training budget and initialization.
+        seed: seed of the weights and of the shuffling; same seed, same result on CPU.
+
+    Returns:
+        Validation accuracy and loss, parameter count, epochs run and timings.
+    """
+    import keras
+
+    started = time.time()
+    clock = time.monotonic()
+    worker = _worker_name()
+    model = None
+    try:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(int(seed))
+        genome = space.from_json(genome_json)
+        space.validate(genome)
+        model = space.build(genome, task.spec, init=config.init, seed=int(seed))
+        if getattr(model, "optimizer", None) is None:
+            model.compile(optimizer=keras.optimizers.Adam(task.spec.learning_rate),
+                          loss="sparse_categorical_crossentropy")
+        param_count = int(model.count_params())
+        guard, callbacks = _make_callbacks(config.train_seconds)
+        epochs = config.epochs if config.train_seconds is None else max(config.epochs, 10_000)
+        fit = model.fit(task.x_train, task.y_train, batch_size=config.batch_size, epochs=epochs,
+                        shuffle=True, verbose=0, callbacks=callbacks)
+        history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+        epochs_run = len(history.get("loss", []))
+        train_seconds = time.monotonic() - clock
+        common = {"param_count": param_count, "epochs_run": epochs_run, "started_at": started,
+                  "train_seconds": train_seconds, "worker": worker, "history": history}
+        if guard.nonfinite is not None:
+            return EvalResult.failure("nan", guard.nonfinite, **common)
+        probs = _outputs(model, task.x_val)
+        if not np.all(np.isfinite(probs)):
+            return EvalResult.failure("nan", "non-finite validation outputs", **common)
+        val_loss = float(model.evaluate(task.x_val, task.y_val, batch_size=512, verbose=0,
+                                        return_dict=True)["loss"])
+        if not math.isfinite(val_loss):
+            return EvalResult.failure("nan", f"non-finite validation loss {val_loss}", **common)
+        val_accuracy = float(np.mean(probs.argmax(axis=1) == task.y_val))
+        return EvalResult(ok=True, val_accuracy=val_accuracy, val_loss=val_loss, **common)
+    except Exception as exc:  # a broken candidate must not end the run
+        kind, reason = _classify(exc)
+        logger.debug("Candidate failed (%s): %s", kind, reason, exc_info=True)
+        return EvalResult.failure(kind, reason, started_at=started, worker=worker,
+                                  train_seconds=time.monotonic() - clock)
+    finally:
+        # Free the graph and weights before the next candidate in this process.
+        del model
+        keras.backend.clear_session()
+        gc.collect()
