@@ -18,6 +18,7 @@ from autoinit_nas.errors import (
     SignalError,
     UnsupportedLayerError,
 )
+from autoinit_nas.parametric_activation import ParametricActivation
 from autoinit_nas.report import LayerSignal, SignalReport
 from autoinit_nas.weighted_add import WeightedAdd, rewrite_residuals
 
@@ -32,6 +33,7 @@ __all__ = [
     "FatalSearchError",
     "InvalidGenomeError",
     "LayerSignal",
+    "ParametricActivation",
     "Signal",
     "SignalError",
     "SignalReport",

@@ -376,3 +376,15 @@ def _unit_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
 
 
 __all__ += ["monte_carlo"]
+
+
+def _register_parametric() -> None:
+    from autoinit_nas.parametric_activation import ParametricActivation
+
+    @register_estimator(ParametricActivation)
+    def _parametric(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
+        """Integrated numerically with its current alpha, beta, gamma."""
+        return Estimate([apply_fn_to_signal(as_numpy_fn(layer), inputs[0])])
+
+
+_register_parametric()

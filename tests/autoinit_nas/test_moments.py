@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+from scipy import integrate
+
+from autoinit_nas._functions import piecewise_relu
+from autoinit_nas._moments import (
+    clark_max,
+    gaussian_moments,
+    max_of_iid,
+    standard_max_moments,
+)
+
+
+def brute(fn, mu, var):
+    sd = np.sqrt(var)
+    pdf = lambda x: np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))  # noqa: E731
+    pts = [0.0, -1.0, 1.0, 6.0]
+    first = integrate.quad(lambda x: fn(x) * pdf(x), mu - 14 * sd, mu + 14 * sd, points=pts, limit=400)[0]
+    second = integrate.quad(lambda x: fn(x) ** 2 * pdf(x), mu - 14 * sd, mu + 14 * sd, points=pts, limit=400)[0]
+    return first, second
+
+
+@pytest.mark.parametrize("mu,var", [(0.0, 1.0), (0.7, 0.3), (-1.5, 4.0)])
+def test_relu_quadrature_matches_closed_form_to_1e6(mu, var):
+    closed = piecewise_relu().moments(np.array(mu), np.array(var))
+    quad = gaussian_moments(lambda x: np.maximum(x, 0.0), mu, var)
+    np.testing.assert_allclose(quad, closed, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("slope,maxv,thr", [(0.2, None, 0.0), (0.0, 6.0, 0.0), (0.1, 2.0, -0.5)])
+def test_piecewise_closed_form_matches_adaptive_integration(slope, maxv, thr):
+    fn = piecewise_relu(slope, maxv, thr)
+    for mu, var in [(0.0, 1.0), (1.0, 9.0)]:
+        want = brute(lambda x: float(fn(np.array(x))), mu, var)
+        np.testing.assert_allclose(fn.moments(np.array(mu), np.array(var)), want, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("fn", [np.tanh, np.sin, lambda x: x / (1 + np.exp(-x))])
+def test_smooth_functions_match_adaptive_integration(fn):
+    got = gaussian_moments(fn, 0.3, 2.0)
+    np.testing.assert_allclose(got, brute(fn, 0.3, 2.0), rtol=1e-8, atol=1e-10)
+
+
+def test_max_of_four_standard_normals():
+    m, v = standard_max_moments(4)
+    assert m == pytest.approx(1.029375, abs=1e-6)
+    assert v == pytest.approx(0.491715, abs=1e-6)
+
+
+def test_max_of_iid_general_function_agrees_with_monte_carlo():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.2, 1.3, size=(400_000, 3))
+    swish = lambda t: t / (1 + np.exp(-t))  # noqa: E731
+    y = swish(x).max(axis=1)
+    first, second = max_of_iid(swish, 0.2, 1.3**2, 3)
+    assert float(first) == pytest.approx(y.mean(), abs=3e-3)
+    assert float(second - first**2) == pytest.approx(y.var(), rel=1e-2)
+
+
+def test_clark_max_of_two_gaussians_agrees_with_monte_carlo():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.5, 1.0, 500_000), rng.normal(-0.2, 2.0, 500_000)
+    mean, var = clark_max(0.5, 1.0, -0.2, 4.0)
+    assert mean == pytest.approx(np.maximum(a, b).mean(), abs=5e-3)
+    assert var == pytest.approx(np.maximum(a, b).var(), rel=1e-2)
+
+
+def test_unbounded_functions_stay_finite():
+    first, second = gaussian_moments(np.exp, 0.0, 1.0)
+    assert first == pytest.approx(np.exp(0.5), rel=1e-8)
+    assert second == pytest.approx(np.exp(2.0), rel=1e-8)
+    first, second = gaussian_moments(np.cosh, 0.0, 400.0)  # huge but finite
+    assert np.isfinite(first) and np.isfinite(second)
+
+
+def test_maps_are_integrated_elementwise():
+    mu = np.array([[0.0, 1.0], [-1.0, 0.5]])
+    var = np.array([[1.0, 0.5], [2.0, 1.0]])
+    got_first, got_second = gaussian_moments(np.tanh, mu, var)
+    for idx in np.ndindex(mu.shape):
+        want = brute(np.tanh, mu[idx], var[idx])
+        assert got_first[idx] == pytest.approx(want[0], abs=1e-6)
+        assert got_second[idx] == pytest.approx(want[1], abs=1e-6)
