@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ __all__ = [
     "tree_size",
 ]
 
-Tree = Union[str, float, tuple]
+Tree = str | float | tuple
 
 #: Bound on every unbounded intermediate value (far inside float32 range: LIMIT**2 < 3.4e38).
 LIMIT = 1e15
@@ -59,18 +59,15 @@ class _Op:
     symbol: str  # infix symbol for binary ops, call name for the others
 
 
-def _unary(*names: str) -> dict[str, _Op]:
-    return {n: _Op(n, 1, n) for n in names}
+def _unary(names: str) -> dict[str, _Op]:
+    return {n: _Op(n, 1, n) for n in names.split()}
 
 
 UNARY_OPS: dict[str, _Op] = {
     "neg": _Op("neg", 1, "-"),
     "abs": _Op("abs", 1, "abs"),
     "square": _Op("square", 1, "^2"),
-    **_unary(
-        "exp", "sin", "cos", "tanh", "sigmoid", "erf", "softplus", "relu", "elu", "selu",
-        "swish", "gelu", "arctan",
-    ),
+    **_unary("exp sin cos tanh sigmoid erf softplus relu elu selu swish gelu arctan"),
 }
 BINARY_OPS: dict[str, _Op] = {
     "add": _Op("add", 2, "+"),
@@ -82,7 +79,8 @@ BINARY_OPS: dict[str, _Op] = {
 }
 _OPS = {**UNARY_OPS, **BINARY_OPS}
 _CALL_NAMES = {op.symbol: op.name for op in _OPS.values() if op.symbol.isalpha()}
-_CALL_NAMES.update({"square": "square", "neg": "neg", "silu": "swish", "atan": "arctan", "maximum": "max", "minimum": "min"})
+_ALIASES = "square:square neg:neg silu:swish atan:arctan maximum:max minimum:min"
+_CALL_NAMES.update(dict(pair.split(":") for pair in _ALIASES.split()))
 
 
 # --------------------------------------------------------------------------- tree utilities
@@ -107,13 +105,10 @@ def _check(tree: Any, path: tuple[int, ...]) -> Tree:
     if isinstance(tree, list | tuple) and tree and isinstance(tree[0], str):
         op = _OPS.get(tree[0])
         if op is None:
-            raise ValueError(
-                f"{where}: unknown op {tree[0]!r}. Expected one of {sorted(_OPS)}."
-            )
+            raise ValueError(f"{where}: unknown op {tree[0]!r}. Expected one of {sorted(_OPS)}.")
         if len(tree) != op.arity + 1:
             raise ValueError(
-                f"{where}: op {op.name!r} takes {op.arity} operand(s). "
-                f"Received: {len(tree) - 1}."
+                f"{where}: op {op.name!r} takes {op.arity} operand(s). Received: {len(tree) - 1}."
             )
         return (op.name, *(_check(c, (*path, i)) for i, c in enumerate(tree[1:])))
     raise ValueError(f"{where}: expected a leaf or [op, operand, ...]. Received: {tree!r}")
@@ -220,7 +215,9 @@ def format_tree(tree: Tree) -> str:
 
 # --------------------------------------------------------------------------- parsing
 
-_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)|(.))")
+_TOKEN = re.compile(
+    r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|([A-Za-z_]\w*)|(.))"
+)
 
 
 def _tokenize(text: str) -> list[str]:
@@ -415,7 +412,9 @@ def _numpy_table() -> dict[str, Callable[..., Any]]:
         "softplus": lambda a: np.logaddexp(0.0, a),
         "relu": lambda a: np.maximum(a, 0.0),
         "elu": elu,
-        "selu": lambda a: _SELU_SCALE * np.where(a > 0, a, _SELU_ALPHA * np.expm1(np.minimum(a, 0.0))),
+        "selu": lambda a: (
+            _SELU_SCALE * np.where(a > 0, a, _SELU_ALPHA * np.expm1(np.minimum(a, 0.0)))
+        ),
         "swish": lambda a: a * sigmoid(a),
         "gelu": lambda a: 0.5 * a * (1.0 + special.erf(a / math.sqrt(2.0))),
         "arctan": np.arctan,

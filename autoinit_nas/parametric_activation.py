@@ -59,7 +59,9 @@ class ParametricActivation(keras.layers.Layer):
                 self,
                 name,
                 self.add_weight(
-                    name=name, shape=(), initializer=keras.initializers.Constant(1.0),
+                    name=name,
+                    shape=(),
+                    initializer=keras.initializers.Constant(1.0),
                     trainable=True,
                 ),
             )

@@ -68,8 +68,14 @@ class _Planner:
         self.shapes: dict[str, Shape] = {INPUT: input_shape}
 
     def add(
-        self, name: str, cls: str, src: str | list[str], shape: Shape, params: int = 0,
-        seeded: tuple[str, ...] = (), **kwargs: Any,
+        self,
+        name: str,
+        cls: str,
+        src: str | list[str],
+        shape: Shape,
+        params: int = 0,
+        seeded: tuple[str, ...] = (),
+        **kwargs: Any,
     ) -> str:
         inputs = (src,) if isinstance(src, str) else tuple(src)
         self.layers.append(LayerPlan(name, cls, kwargs, inputs, shape, params, seeded))
@@ -105,15 +111,23 @@ class _Planner:
         if any(f > 1 for f in factors):
             pooled = tuple(s // f for s, f in zip(_spatial(shape), factors, strict=True))
             src = self.add(
-                f"{base}_pool", f"AveragePooling{_suffix(shape)}", src, (*pooled, shape[-1]),
-                pool_size=factors, strides=factors, padding="valid",
+                f"{base}_pool",
+                f"AveragePooling{_suffix(shape)}",
+                src,
+                (*pooled, shape[-1]),
+                pool_size=factors,
+                strides=factors,
+                padding="valid",
             )
             shape = self.shapes[src]
         extra = [s - t for s, t in zip(_spatial(shape), target, strict=True)]
         if any(extra):
             crop = tuple((e // 2, e - e // 2) for e in extra)
             src = self.add(
-                f"{base}_crop", f"Cropping{_suffix(shape)}", src, (*target, shape[-1]),
+                f"{base}_crop",
+                f"Cropping{_suffix(shape)}",
+                src,
+                (*target, shape[-1]),
                 cropping=crop[0] if len(crop) == 1 else crop,
             )
         return src
@@ -124,13 +138,23 @@ class _Planner:
             return src
         if len(shape) == 1:
             return self.add(
-                f"{base}_proj", "Dense", src, (channels,), shape[0] * channels + channels,
-                seeded=("kernel_initializer",), units=channels,
+                f"{base}_proj",
+                "Dense",
+                src,
+                (channels,),
+                shape[0] * channels + channels,
+                seeded=("kernel_initializer",),
+                units=channels,
             )
         return self.add(
-            f"{base}_proj", f"Conv{_suffix(shape)}", src, (*shape[:-1], channels),
-            shape[-1] * channels + channels, seeded=("kernel_initializer",),
-            filters=channels, kernel_size=1,
+            f"{base}_proj",
+            f"Conv{_suffix(shape)}",
+            src,
+            (*shape[:-1], channels),
+            shape[-1] * channels + channels,
+            seeded=("kernel_initializer",),
+            filters=channels,
+            kernel_size=1,
         )
 
     # -- nodes ------------------------------------------------------------------------------
@@ -140,7 +164,9 @@ class _Planner:
         rank = min(len(self.shapes[s]) for s in srcs)
         srcs = [self.to_rank(s, rank, f"{node.id}_in{k}") for k, s in enumerate(srcs)]
         if rank > 1:
-            target = tuple(min(d) for d in zip(*(_spatial(self.shapes[s]) for s in srcs), strict=True))
+            target = tuple(
+                min(d) for d in zip(*(_spatial(self.shapes[s]) for s in srcs), strict=True)
+            )
             srcs = [self.to_spatial(s, target, f"{node.id}_in{k}") for k, s in enumerate(srcs)]
         shapes = [self.shapes[s] for s in srcs]
         if node.op == "add":
@@ -157,8 +183,13 @@ class _Planner:
         if op == "dense":
             u = p["units"]
             return self.add(
-                name, "Dense", src, (*shape[:-1], u), shape[-1] * u + u,
-                seeded=("kernel_initializer",), units=u,
+                name,
+                "Dense",
+                src,
+                (*shape[:-1], u),
+                shape[-1] * u + u,
+                seeded=("kernel_initializer",),
+                units=u,
             )
         if op in ("conv", "separable_conv", "depthwise_conv", "max_pool", "avg_pool"):
             src = self.spatial(src, node.id)
@@ -171,21 +202,40 @@ class _Planner:
             if op == "conv":
                 f = p["filters"]
                 return self.add(
-                    name, f"Conv{d}D", src, (*out_sp, f), k * c * f + f,
-                    seeded=("kernel_initializer",), filters=f, kernel_size=size, **common,
+                    name,
+                    f"Conv{d}D",
+                    src,
+                    (*out_sp, f),
+                    k * c * f + f,
+                    seeded=("kernel_initializer",),
+                    filters=f,
+                    kernel_size=size,
+                    **common,
                 )
             if op == "separable_conv":
                 f = p["filters"]
                 return self.add(
-                    name, f"SeparableConv{d}D", src, (*out_sp, f), k * c + c * f + f,
+                    name,
+                    f"SeparableConv{d}D",
+                    src,
+                    (*out_sp, f),
+                    k * c + c * f + f,
                     seeded=("depthwise_initializer", "pointwise_initializer"),
-                    filters=f, kernel_size=size, **common,
+                    filters=f,
+                    kernel_size=size,
+                    **common,
                 )
             if op == "depthwise_conv":
                 m = p["depth_multiplier"]
                 return self.add(
-                    name, f"DepthwiseConv{d}D", src, (*out_sp, c * m), k * c * m + c * m,
-                    seeded=("depthwise_initializer",), kernel_size=size, depth_multiplier=m,
+                    name,
+                    f"DepthwiseConv{d}D",
+                    src,
+                    (*out_sp, c * m),
+                    k * c * m + c * m,
+                    seeded=("depthwise_initializer",),
+                    kernel_size=size,
+                    depth_multiplier=m,
                     **common,
                 )
             cls = "MaxPooling" if op == "max_pool" else "AveragePooling"
@@ -201,7 +251,11 @@ class _Planner:
                 return self.add(name, "Activation", src, shape, activation=p["function"])
             tree = expr.parse(p["expression"])
             return self.add(
-                name, "ParametricActivation", src, shape, len(expr.parameters_of(tree)),
+                name,
+                "ParametricActivation",
+                src,
+                shape,
+                len(expr.parameters_of(tree)),
                 expression=p["expression"],
             )
         if op == "identity":
@@ -247,8 +301,13 @@ def plan_network(genome: NetworkGenome, input_shape: Shape, num_classes: int) ->
         head = planner.add("head_input", f"{pool}{_suffix(shape)}", last, (shape[-1],))
     width = planner.shapes[head][0]
     planner.add(
-        "logits", "Dense", head, (num_classes,), width * num_classes + num_classes,
-        seeded=("kernel_initializer",), units=num_classes,
+        "logits",
+        "Dense",
+        head,
+        (num_classes,),
+        width * num_classes + num_classes,
+        seeded=("kernel_initializer",),
+        units=num_classes,
     )
     planner.add("probs", "Activation", "logits", (num_classes,), activation="softmax")
     return ModelPlan(input_shape, tuple(planner.layers), "probs")

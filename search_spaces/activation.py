@@ -48,7 +48,9 @@ class ActivationGenome(Genome):
     def __post_init__(self) -> None:
         try:
             tree = (
-                expr.parse(self.tree) if isinstance(self.tree, str) else expr.from_json_tree(self.tree)
+                expr.parse(self.tree)
+                if isinstance(self.tree, str)
+                else expr.from_json_tree(self.tree)
             )
         except ValueError as err:
             raise InvalidGenomeError(f"Invalid activation genome: {err}") from None
@@ -162,8 +164,12 @@ class ActivationSearchSpace(SearchSpace):
         """Like ``mutate`` and also the mutation's name (insert/remove/change/regenerate)."""
         assert isinstance(genome, ActivationGenome)
         parent = self.signature(genome)
-        ops = {"insert": self._insert, "remove": self._remove, "change": self._change,
-               "regenerate": self._regenerate}
+        ops = {
+            "insert": self._insert,
+            "remove": self._remove,
+            "change": self._change,
+            "regenerate": self._regenerate,
+        }
         names = list(ops)
         for _ in range(200):
             name = names[int(rng.integers(len(names)))]
@@ -185,7 +191,10 @@ class ActivationSearchSpace(SearchSpace):
             new = (str(rng.choice(_UNARY)), sub)
         else:
             other = random_expression(rng, 2)
-            new = (str(rng.choice(_BINARY)), *((sub, other) if rng.random() < 0.5 else (other, sub)))
+            new = (
+                str(rng.choice(_BINARY)),
+                *((sub, other) if rng.random() < 0.5 else (other, sub)),
+            )
         return expr.replace_at(tree, path, new)
 
     def _remove(self, tree: Any, rng: np.random.Generator) -> Any:
@@ -198,7 +207,9 @@ class ActivationSearchSpace(SearchSpace):
         path, sub = self._pick(tree, rng)
         if isinstance(sub, tuple):
             pool = _UNARY if len(sub) == 2 else _BINARY
-            return expr.replace_at(tree, path, (str(rng.choice([o for o in pool if o != sub[0]])), *sub[1:]))
+            return expr.replace_at(
+                tree, path, (str(rng.choice([o for o in pool if o != sub[0]])), *sub[1:])
+            )
         leaves = [leaf for leaf in ("x", *expr.PARAMETERS) if leaf != sub]
         return expr.replace_at(tree, path, str(rng.choice(leaves)))
 
@@ -233,7 +244,9 @@ class ActivationSearchSpace(SearchSpace):
         try:
             data = json.loads(text)
         except (TypeError, json.JSONDecodeError) as err:
-            raise InvalidGenomeError(f"Invalid activation genome JSON: {err}. Received: {text!r}") from None
+            raise InvalidGenomeError(
+                f"Invalid activation genome JSON: {err}. Received: {text!r}"
+            ) from None
         return ActivationGenome.from_dict(data)
 
     def network_for(self, genome: ActivationGenome) -> Any:
@@ -246,8 +259,15 @@ class ActivationSearchSpace(SearchSpace):
         )
         return NetworkGenome(nodes, self.backbone.output, self.backbone.head)
 
-    def build(self, genome: Genome, task: TaskSpec, *, init: str = "autoinit",
-              seed: int | None = None, **autoinit_options: Any) -> Any:
+    def build(
+        self,
+        genome: Genome,
+        task: TaskSpec,
+        *,
+        init: str = "autoinit",
+        seed: int | None = None,
+        **autoinit_options: Any,
+    ) -> Any:
         from search_spaces.builder import build_network
 
         assert isinstance(genome, ActivationGenome)

@@ -77,9 +77,7 @@ class SearchSpace(ABC):
     def mutate(self, genome: Genome, rng: np.random.Generator) -> Genome:
         """A new valid genome one mutation away from ``genome`` (which is left unchanged)."""
 
-    def crossover(
-        self, a: Genome, b: Genome, rng: np.random.Generator
-    ) -> tuple[Genome, Genome]:
+    def crossover(self, a: Genome, b: Genome, rng: np.random.Generator) -> tuple[Genome, Genome]:
         """Two children of ``a`` and ``b``; spaces without a meaningful crossover return them."""
         return a, b
 
@@ -92,8 +90,15 @@ class SearchSpace(ABC):
         """Parse a genome of this space from JSON (as written by ``Genome.to_json``)."""
 
     @abstractmethod
-    def build(self, genome: Genome, task: TaskSpec, *, init: str = "autoinit", seed: int | None = None,
-              **autoinit_options: Any) -> Any:
+    def build(
+        self,
+        genome: Genome,
+        task: TaskSpec,
+        *,
+        init: str = "autoinit",
+        seed: int | None = None,
+        **autoinit_options: Any,
+    ) -> Any:
         """Decode ``genome`` into a compiled ``keras.Model`` for ``task``.
 
         With ``init="autoinit"`` the model is initialized by ``autoinit_nas.initialize`` and its

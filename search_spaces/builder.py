@@ -51,7 +51,9 @@ def instantiate(plan: ModelPlan, seed: int | None = None, name: str | None = Non
             kwargs[arg] = s if arg == "seed" else keras.initializers.GlorotUniform(seed=s)
         layer = _layer_class(lp.cls)(name=lp.name, **kwargs)
         args = [tensors[i] for i in lp.inputs]
-        tensors[lp.name] = layer(args if len(args) > 1 or lp.cls in ("WeightedAdd", "Concatenate") else args[0])
+        tensors[lp.name] = layer(
+            args if len(args) > 1 or lp.cls in ("WeightedAdd", "Concatenate") else args[0]
+        )
     return keras.Model(inputs, tensors[plan.output], name=name)
 
 

@@ -35,8 +35,21 @@ INPUT = "input"
 HEADS = ("flatten", "global_avg", "global_max")
 #: Keras activations (by name) an activation node may use besides evolved expressions.
 ACTIVATION_FUNCTIONS = (
-    "relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "softplus", "softsign", "mish",
-    "leaky_relu", "relu6", "hard_sigmoid", "hard_silu", "linear",
+    "relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "tanh",
+    "sigmoid",
+    "softplus",
+    "softsign",
+    "mish",
+    "leaky_relu",
+    "relu6",
+    "hard_sigmoid",
+    "hard_silu",
+    "linear",
 )
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
@@ -154,6 +167,7 @@ class Node:
 
 def _check_node(node: Node) -> Node:
     """The node with canonical parameter values; raises InvalidGenomeError naming it."""
+
     def bad(msg: str) -> InvalidGenomeError:
         return InvalidGenomeError(f"Invalid genome: node {node.id!r} ({node.op}): {msg}")
 
@@ -266,12 +280,16 @@ class NetworkGenome(Genome):
     def __post_init__(self) -> None:
         nodes = tuple(self.nodes)
         if not all(isinstance(n, Node) for n in nodes):
-            raise InvalidGenomeError(f"Invalid genome: nodes must be Node objects. Received: {nodes!r}")
+            raise InvalidGenomeError(
+                f"Invalid genome: nodes must be Node objects. Received: {nodes!r}"
+            )
         nodes = tuple(_check_node(n) for n in nodes)
         ids = [n.id for n in nodes]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise InvalidGenomeError(f"Invalid genome: node id {dupes[0]!r} is used more than once.")
+            raise InvalidGenomeError(
+                f"Invalid genome: node id {dupes[0]!r} is used more than once."
+            )
         known = set(ids) | {INPUT}
         for n in nodes:
             for i in n.inputs:
@@ -366,7 +384,9 @@ class NetworkGenome(Genome):
                     f"'inputs' (list of ids) and 'params' (object). Received: {raw!r}"
                 )
             params = {k2: _freeze(v) for k2, v in raw.get("params", {}).items()}
-            nodes.append(Node(raw["id"], raw["op"], tuple(raw["inputs"]), tuple(sorted(params.items()))))
+            nodes.append(
+                Node(raw["id"], raw["op"], tuple(raw["inputs"]), tuple(sorted(params.items())))
+            )
         return cls(tuple(nodes), data["output"], data.get("head", "flatten"))
 
     def summary(self) -> str:

@@ -26,13 +26,28 @@ __all__ = ["MUTATIONS", "NetworkSearchSpace"]
 
 #: How often sampling and insertion draw each layer op.
 OP_WEIGHTS: dict[str, float] = {
-    "dense": 0.14, "conv": 0.2, "separable_conv": 0.06, "depthwise_conv": 0.04,
-    "max_pool": 0.05, "avg_pool": 0.04, "batch_norm": 0.06, "layer_norm": 0.03,
-    "dropout": 0.04, "activation": 0.26, "identity": 0.02, "flatten": 0.06,
+    "dense": 0.14,
+    "conv": 0.2,
+    "separable_conv": 0.06,
+    "depthwise_conv": 0.04,
+    "max_pool": 0.05,
+    "avg_pool": 0.04,
+    "batch_norm": 0.06,
+    "layer_norm": 0.03,
+    "dropout": 0.04,
+    "activation": 0.26,
+    "identity": 0.02,
+    "flatten": 0.06,
 }
 MUTATIONS = (
-    "insert_node", "remove_node", "add_skip", "remove_skip", "change_op", "change_params",
-    "change_activation", "change_head",
+    "insert_node",
+    "remove_node",
+    "add_skip",
+    "remove_skip",
+    "change_op",
+    "change_params",
+    "change_activation",
+    "change_head",
 )
 
 
@@ -123,10 +138,14 @@ class NetworkSearchSpace(SearchSpace):
         if not isinstance(genome, NetworkGenome):
             raise InvalidGenomeError(f"Expected a NetworkGenome. Received: {type(genome).__name__}")
         table: dict[str, Callable[[NetworkGenome, np.random.Generator], NetworkGenome | None]] = {
-            "insert_node": self._insert_node, "remove_node": self._remove_node,
-            "add_skip": self._add_skip, "remove_skip": self._remove_skip,
-            "change_op": self._change_op, "change_params": self._change_params,
-            "change_activation": self._change_activation, "change_head": self._change_head,
+            "insert_node": self._insert_node,
+            "remove_node": self._remove_node,
+            "add_skip": self._add_skip,
+            "remove_skip": self._remove_skip,
+            "change_op": self._change_op,
+            "change_params": self._change_params,
+            "change_activation": self._change_activation,
+            "change_head": self._change_head,
         }
         order = list(MUTATIONS)
         rng.shuffle(order)
@@ -148,18 +167,19 @@ class NetworkSearchSpace(SearchSpace):
         assert isinstance(a, NetworkGenome) and isinstance(b, NetworkGenome)
         ids_b = {n.id: n for n in b.nodes}
         swap = {
-            n.id for n in a.nodes
-            if n.id in ids_b and ids_b[n.id].op == n.op and rng.random() < 0.5
+            n.id for n in a.nodes if n.id in ids_b and ids_b[n.id].op == n.op and rng.random() < 0.5
         }
         ids_a = {n.id: n for n in a.nodes}
         head_swap = rng.random() < 0.5
         c1 = NetworkGenome(
             tuple(n.replace(params=ids_b[n.id].p) if n.id in swap else n for n in a.nodes),
-            a.output, b.head if head_swap else a.head,
+            a.output,
+            b.head if head_swap else a.head,
         )
         c2 = NetworkGenome(
             tuple(n.replace(params=ids_a[n.id].p) if n.id in swap else n for n in b.nodes),
-            b.output, a.head if head_swap else b.head,
+            b.output,
+            a.head if head_swap else b.head,
         )
         return c1, c2
 
@@ -177,13 +197,22 @@ class NetworkSearchSpace(SearchSpace):
         try:
             data = json.loads(text)
         except (TypeError, json.JSONDecodeError) as err:
-            raise InvalidGenomeError(f"Invalid genome JSON: {err}. Received: {text!r:.200}") from None
+            raise InvalidGenomeError(
+                f"Invalid genome JSON: {err}. Received: {text!r:.200}"
+            ) from None
         genome = NetworkGenome.from_dict(data)
         self.validate(genome)
         return genome
 
-    def build(self, genome: Genome, task: TaskSpec, *, init: str = "autoinit",
-              seed: int | None = None, **autoinit_options: Any) -> Any:
+    def build(
+        self,
+        genome: Genome,
+        task: TaskSpec,
+        *,
+        init: str = "autoinit",
+        seed: int | None = None,
+        **autoinit_options: Any,
+    ) -> Any:
         from search_spaces.builder import build_network
 
         if not isinstance(genome, NetworkGenome):
@@ -208,7 +237,8 @@ class NetworkSearchSpace(SearchSpace):
         src = victim.inputs[0]
         nodes = [
             n.replace(inputs=[src if i == victim.id else i for i in n.inputs])
-            for n in g.nodes if n.id != victim.id
+            for n in g.nodes
+            if n.id != victim.id
         ]
         output = src if g.output == victim.id else g.output
         return _collapse_merges(nodes, output, g.head)
@@ -307,6 +337,7 @@ def _collapse_merges(nodes: list[Node], output: str, head: str) -> NetworkGenome
         keep = single.inputs[0]
         nodes = [
             n.replace(inputs=[keep if i == single.id else i for i in n.inputs])
-            for n in nodes if n.id != single.id
+            for n in nodes
+            if n.id != single.id
         ]
         output = keep if output == single.id else output
