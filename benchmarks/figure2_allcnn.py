@@ -111,21 +111,32 @@ def plot(results: dict[str, dict], activations: list[str], dropouts: list[float]
         "AutoInit (expected)": ("tab:green", "-"),
         "AutoInit predicted": ("black", ":"),
     }
+    # One x position per layer name over all panels, so layers line up with and without Dropout.
+    all_names = max((list(r["Keras default"]) for r in results.values()), key=len)
     for i, rate in enumerate(dropouts):
         for j, activation in enumerate(activations):
             ax = axes[i, j]
             res = results[f"{activation} p={rate:g}"]
             names = list(res["Keras default"])
+            xs = [all_names.index(n) for n in names]
             for init, (color, ls) in styles.items():
                 ys = [res[init].get(n) for n in names]
                 ys = [float("nan") if y is None else _common.finite_or_nan(y) for y in ys]
-                ax.plot(range(len(names)), ys, ls, color=color, lw=1.2, label=init)
+                ax.plot(xs, ys, ls, color=color, lw=1.2, label=init)
+                if init != "AutoInit predicted":
+                    # Weighted layers (convolutions) marked, as in the paper's figure.
+                    conv = [
+                        (x, y)
+                        for x, y, n in zip(xs, ys, names, strict=True)
+                        if n.startswith("conv")
+                    ]
+                    ax.plot(*zip(*conv, strict=True), "o", color=color, ms=2.5)
             ax.set_yscale("log")
             ax.axhline(1.0, color="gray", lw=0.6)
             ax.grid(alpha=0.3)
             ax.set_title(f"{activation}, dropout {rate:g}", fontsize=9)
             if i == len(dropouts) - 1:
-                ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+                ax.set_xticks(range(len(all_names)), all_names, rotation=90, fontsize=6)
     axes[0, 0].legend(fontsize=6)
     for ax in axes[:, 0]:
         ax.set_ylabel("variance")

@@ -104,13 +104,15 @@ def plot(results: dict[str, dict], depths: list[int]) -> None:
     import matplotlib.pyplot as plt
 
     deepest = max(depths)
+    # Distinct dashes so curves that coincide (e.g. with BatchNormalization) stay visible.
+    dashes = ["-", "--", "-", "-.", ":"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
     for col, bn in enumerate(("no BN", "BN")):
         top, bottom = axes[0, col], axes[1, col]
-        for label in INITS:
+        for label, ls in zip(INITS, dashes, strict=True):
             ys = [results[f"{bn} | {label} | {d}"]["features"] for d in depths]
             capped = [y if y == y and y < FLOAT32_MAX else FLOAT32_MAX for y in ys]
-            (line,) = top.plot(depths, capped, "o-", label=label)
+            (line,) = top.plot(depths, capped, marker="o", ls=ls, label=label)
             for d, y in zip(depths, ys, strict=True):
                 if not (y == y and y < FLOAT32_MAX):
                     top.annotate(
@@ -124,12 +126,13 @@ def plot(results: dict[str, dict], depths: list[int]) -> None:
             per_block = results[f"{bn} | {label} | {deepest}"]
             blocks = [v for k, v in per_block.items() if k.endswith("_out")]
             blocks = [v if v == v and v < FLOAT32_MAX else float("nan") for v in blocks]
-            bottom.plot(range(1, len(blocks) + 1), blocks, "-", lw=1.2, label=label)
+            bottom.plot(range(1, len(blocks) + 1), blocks, ls=ls, lw=1.2, label=label)
         for ax in (top, bottom):
             ax.set_yscale("log")
             ax.axhspan(0.5, 2.0, color="green", alpha=0.08)
             ax.grid(alpha=0.3, which="major")
         top.set_xscale("log")
+        top.minorticks_off()
         top.set_xticks(depths, [str(d) for d in depths])
         top.set_xlabel("ResNet depth")
         top.set_title(f"Variance at the last block, {bn}")
