@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from autoinit_nas.errors import InvalidGenomeError
 from search_spaces._plan import ModelPlan, plan_network
 from search_spaces.base import TaskSpec
 from search_spaces.network import NetworkGenome
@@ -31,11 +32,14 @@ def _layer_class(name: str) -> type:
     return getattr(keras.layers, name)
 
 
-def instantiate(plan: ModelPlan, seed: int | None = None, name: str | None = None) -> keras.Model:
+def instantiate(
+    plan: ModelPlan, seed: int | None = None, name: str | None = None, *, draw: bool = True
+) -> keras.Model:
     """An uncompiled functional model from a plan, with Keras' default initializers.
 
     With a ``seed`` every initializer and dropout layer gets its own seed derived from it, so the
-    default initialization is reproducible too.
+    default initialization is reproducible too. With ``draw=False`` kernels start at zero (no
+    random draws): for models AutoInit re-initializes anyway, this saves build time.
     """
     seeds = (
         iter(np.random.SeedSequence(seed).generate_state(len(plan.layers) * 2, dtype=np.uint32))
@@ -48,7 +52,10 @@ def instantiate(plan: ModelPlan, seed: int | None = None, name: str | None = Non
         kwargs = dict(lp.kwargs)
         for arg in lp.seeded:
             s = None if seeds is None else int(next(seeds)) & 0x7FFFFFFF
-            kwargs[arg] = s if arg == "seed" else keras.initializers.GlorotUniform(seed=s)
+            if arg == "seed":
+                kwargs[arg] = s
+            else:
+                kwargs[arg] = keras.initializers.GlorotUniform(seed=s) if draw else "zeros"
         layer = _layer_class(lp.cls)(name=lp.name, **kwargs)
         args = [tensors[i] for i in lp.inputs]
         tensors[lp.name] = layer(
@@ -78,6 +85,10 @@ def build_network(
             accuracy (default True).
         **autoinit_options: passed to ``autoinit_nas.initialize``.
 
+    Raises:
+        InvalidGenomeError: when AutoInit finds no signal to scale (a ``SignalError``, e.g. a
+            layer whose output is constant); the message gives the engine's reason.
+
     Returns:
         The model; its output is the class probabilities (layer ``probs``), its pre-softmax
         scores are the output of layer ``logits`` and the vector entering the classifier the
@@ -91,11 +102,19 @@ def build_network(
             f"Received: init='default' with {sorted(autoinit_options)}"
         )
     plan = plan_network(genome, task.input_shape, task.num_classes)
-    model = instantiate(plan, seed=seed, name=f"genome_{genome.hash()}")
+    model = instantiate(plan, seed=seed, name=f"genome_{genome.hash()}", draw=init == "default")
     if init == "autoinit":
         from autoinit_nas import initialize
+        from autoinit_nas.errors import SignalError
 
-        model.signal_report = initialize(model, seed=seed, **autoinit_options)
+        try:
+            model.signal_report = initialize(model, seed=seed, **autoinit_options)
+        except SignalError as err:
+            # E.g. an evolved activation that is constant on the range its input takes: the
+            # genome decodes, but no weight scale can carry a signal through it.
+            raise InvalidGenomeError(
+                f"Genome {genome.hash()} decodes, but its signal cannot be initialized: {err}"
+            ) from err
     if compile:
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=task.learning_rate),
