@@ -54,6 +54,7 @@ class RunConfig:
         max_retries: retries of an evaluation whose Ray worker died.
         recycle_after: evaluations per Ray worker process before it is replaced.
         seed: seed of every random draw of the search and of the candidates' seeds.
+        seed_genomes: genome JSON texts evaluated first (warm start), before random samples.
         max_duplicates: consecutive already-seen proposals after which the space is considered
             exhausted and the run stops.
     """
@@ -83,6 +84,7 @@ class RunConfig:
     recycle_after: int = 10
     seed: int = 0
     max_duplicates: int = 200
+    seed_genomes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:

@@ -60,7 +60,8 @@ class Evolution:
         config: run settings; defaults to a short regularized evolution on MNIST-1D.
         space: a search-space instance (otherwise resolved from ``config.space``).
         task: an already loaded task (otherwise loaded from ``config.task``).
-        seed_genomes: genomes evaluated first, before random ones.
+        seed_genomes: genomes evaluated first, before random ones (added to
+            ``config.seed_genomes``, so that resume knows them).
         progress: show a tqdm progress bar.
 
     Example:
@@ -80,6 +81,7 @@ class Evolution:
                     f"Expected a new run directory. Received: {str(self.run_dir)!r} already holds "
                     f"a run; continue it with `autoinit-nas resume {self.run_dir}`")
             config = config or RunConfig()
+            config.seed_genomes = [*config.seed_genomes, *(g.to_json() for g in seed_genomes)]
             if space is not None and config.space == RunConfig.space:
                 config.space = space_spec(space)
             if config.task != "mnist1d":
@@ -103,7 +105,7 @@ class Evolution:
             self.config.algorithm, self.space, np.random.default_rng(search_seq),
             population_size=self.config.population, sample_size=self.config.sample_size,
             offspring=self.config.offspring, cxpb=self.config.cxpb, mutpb=self.config.mutpb,
-            seed_genomes=list(seed_genomes))
+            seed_genomes=[self.space.from_json(text) for text in self.config.seed_genomes])
         self._in_flight: dict[int, Proposal] = {}
         self._waiting: dict[int, tuple[Proposal, int]] = {}  # duplicate of an in-flight genome
         self._consecutive_duplicates = 0

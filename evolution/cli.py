@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--init", default="autoinit", choices=["autoinit", "default"],
                     help="'default' keeps Keras' initializers (for comparison)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed-genome", action="append", default=[], metavar="FILE.json",
+                    help="a genome (JSON) evaluated first; repeatable")
+    ev.add_argument("--warm-start", default="auto", choices=["auto", "none"],
+                    help="auto: on mnist1d with the network space, start from the published "
+                         "MNIST-1D CNN and MLP genomes")
     ev.add_argument("--run-dir", default=None, help="default: runs/<algorithm>-<init>-s<seed>-<time>")
     _add_run_options(ev, resume=False)
 
@@ -133,6 +138,15 @@ def _budget(args: argparse.Namespace, *, resume: bool) -> dict[str, Any]:
     return out
 
 
+def _seed_genomes(args: argparse.Namespace) -> list[str]:
+    texts = [Path(path).read_text().strip() for path in args.seed_genome]
+    if args.warm_start == "auto" and args.task == "mnist1d" and args.space == "network":
+        from search_spaces import mnist1d_cnn_genome, mnist1d_mlp_genome
+
+        texts += [mnist1d_cnn_genome().to_json(), mnist1d_mlp_genome().to_json()]
+    return texts
+
+
 def _evolve(args: argparse.Namespace) -> int:
     from evolution import Evolution, RunConfig
 
@@ -145,6 +159,7 @@ def _evolve(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, workers=args.workers, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, address=args.address, max_retries=args.max_retries,
         recycle_after=args.recycle_after, seed=args.seed, **_budget(args, resume=False))
+    config.seed_genomes = _seed_genomes(args)
     print(f"Run directory: {run_dir}", flush=True)
     run = Evolution(run_dir, config, progress=not args.no_progress)
     return _finish(run, run.run(), args)
