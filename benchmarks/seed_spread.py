@@ -1,7 +1,8 @@
 """Seed-to-seed spread of the signal at the head's input.
 
 One architecture, initialized with ``--seeds`` different seeds by Keras' default initializers
-and by AutoInit in realized and expected mode. For each seed the variance is measured
+and by AutoInit in expected mode, realized mode, and realized mode with ``center=True`` (biases
+cancel the per-channel offsets). For each seed the variance is measured
 (independent probe, training-mode forward pass, the same Gaussian inputs for every seed) at
 ``features`` (the last layer before pooling: the last block's output, or the last activation of
 All-CNN-C) and at ``pool`` (global average pooling: the input of the classifier head). The table
@@ -24,6 +25,13 @@ import keras
 from autoinit_nas.zoo import all_cnn_c, resnet
 
 LAYERS = ("features", "pool")
+# Display name -> initialize() options (None: Keras' default initializers only).
+INITS: dict[str, dict | None] = {
+    "keras default": None,
+    "expected": {"mode": "expected"},
+    "realized": {"mode": "realized"},
+    "realized, center": {"mode": "realized", "center": True},
+}
 
 
 def spread(
@@ -36,8 +44,9 @@ def spread(
     for seed in seeds:
         keras.utils.set_random_seed(seed)  # Keras' default initializers draw from this seed
         model = build()
-        if init != "keras default":
-            initialize(model, mode=init, seed=seed)
+        options = INITS[init]
+        if options is not None:
+            initialize(model, seed=seed, **options)
         measured = _common.measure_layers(model, LAYERS, samples=samples, seed=12345)
         for name in LAYERS:
             values[name].append(measured[name])
@@ -60,7 +69,7 @@ def main() -> None:
     }
     rows, results = [], {}
     for arch, build in archs.items():
-        for init in ("keras default", "expected", "realized"):
+        for init in INITS:
             values = spread(build, init, range(n_seeds), samples)
             results[f"{arch} [{init}]"] = values
             for name in LAYERS:
