@@ -177,10 +177,16 @@ def plot(results: dict, filename: str = "accuracy.png") -> None:
                 if e.get("measured_var") and e["class"] != "InputLayer"
             ]
             ax.plot(
-                range(1, len(errs) + 1), [100 * e for e in errs], style, ms=2.5, lw=1, label=mode
+                range(1, len(errs) + 1),
+                [max(100 * e, 0.01) for e in errs],
+                style,
+                ms=2.5,
+                lw=1,
+                label=mode,
             )
         ax.axhline(5, color="gray", lw=0.7, ls=":")
-        ax.set_yscale("symlog", linthresh=1)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.01)
         ax.set_ylabel("rel. error %")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
