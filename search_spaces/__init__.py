@@ -27,7 +27,7 @@ from search_spaces.network import (
     Node,
 )
 from search_spaces.network_space import MUTATIONS, NetworkSearchSpace
-from search_spaces.seeds import mnist1d_cnn_genome, mnist1d_mlp_genome
+from search_spaces.seeds import SEEDS, mnist1d_cnn_genome, mnist1d_mlp_genome, resolve_genome
 
 __all__ = [
     "ACTIVATION_FUNCTIONS",
@@ -42,6 +42,7 @@ __all__ = [
     "NetworkGenome",
     "NetworkSearchSpace",
     "Node",
+    "SEEDS",
     "SearchSpace",
     "TaskSpec",
     "build_network",
@@ -50,6 +51,7 @@ __all__ = [
     "mnist1d_cnn_genome",
     "mnist1d_mlp_genome",
     "random_expression",
+    "resolve_genome",
 ]
 
 _KINDS: dict[str, type[Genome]] = {

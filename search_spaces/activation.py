@@ -103,8 +103,9 @@ class ActivationSearchSpace(SearchSpace):
     """Activation functions for a fixed backbone architecture.
 
     Args:
-        backbone: the network whose activation nodes all get the evolved function; by default
-            the MNIST-1D CNN (rank-agnostic, so it also serves images and vectors).
+        backbone: the network whose activation nodes all get the evolved function: a
+            ``NetworkGenome``, a seed name (``"mnist1d_cnn"``, ``"mnist1d_mlp"``) or genome JSON;
+            by default the MNIST-1D CNN (rank-agnostic, so it also serves images and vectors).
         max_depth: largest tree depth sampling and mutation produce.
         max_size: largest number of tree nodes sampling and mutation produce.
         grid: points where values are compared for duplicates and degeneracy.
@@ -118,9 +119,9 @@ class ActivationSearchSpace(SearchSpace):
         max_size: int = 15,
         grid: np.ndarray | None = None,
     ) -> None:
-        from search_spaces.seeds import mnist1d_cnn_genome
+        from search_spaces.seeds import resolve_genome
 
-        self.backbone = backbone if backbone is not None else mnist1d_cnn_genome()
+        self.backbone = resolve_genome("mnist1d_cnn" if backbone is None else backbone)
         self.max_depth = max_depth
         self.max_size = max_size
         self.grid = np.linspace(-5.0, 5.0, 201) if grid is None else np.asarray(grid, np.float64)

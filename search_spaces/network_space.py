@@ -21,6 +21,7 @@ from search_spaces.network import (
     NetworkGenome,
     Node,
 )
+from search_spaces.seeds import resolve_genome
 
 __all__ = ["MUTATIONS", "NetworkSearchSpace"]
 
@@ -64,7 +65,8 @@ class NetworkSearchSpace(SearchSpace):
         skip_rate: expected skip edges per layer node when sampling.
         expression_rate: probability that a new activation is an evolved expression (the rest
             are Keras built-ins); 0 disables expressions.
-        seeds: genomes ``sample`` may also return (mutated once), e.g. the MNIST-1D MLP/CNN.
+        seeds: genomes ``sample`` may also return (mutated once): genomes, names in ``SEEDS``
+            (``"mnist1d_mlp"``, ``"mnist1d_cnn"``) or genome JSON.
         seed_rate: probability that ``sample`` starts from one of ``seeds``.
     """
 
@@ -75,9 +77,10 @@ class NetworkSearchSpace(SearchSpace):
         sample_nodes: tuple[int, int] = (2, 12),
         skip_rate: float = 0.15,
         expression_rate: float = 0.2,
-        seeds: tuple[NetworkGenome, ...] = (),
+        seeds: tuple[NetworkGenome | str, ...] = (),
         seed_rate: float = 0.0,
     ) -> None:
+        sample_nodes = (int(sample_nodes[0]), int(sample_nodes[1]))
         if not 1 <= sample_nodes[0] <= sample_nodes[1] <= max_nodes:
             raise ValueError(
                 "Expected 1 <= sample_nodes[0] <= sample_nodes[1] <= max_nodes. "
@@ -87,7 +90,7 @@ class NetworkSearchSpace(SearchSpace):
         self.sample_nodes = sample_nodes
         self.skip_rate = skip_rate
         self.expression_rate = expression_rate
-        self.seeds = tuple(seeds)
+        self.seeds = tuple(resolve_genome(g) for g in seeds)
         self.seed_rate = seed_rate
         self._ops = list(OP_WEIGHTS)
         w = np.array([OP_WEIGHTS[o] for o in self._ops])

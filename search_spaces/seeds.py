@@ -9,9 +9,12 @@ become Conv2D.
 
 from __future__ import annotations
 
+from typing import Any
+
+from autoinit_nas.errors import InvalidGenomeError
 from search_spaces.network import INPUT, NetworkGenome, Node
 
-__all__ = ["mnist1d_cnn_genome", "mnist1d_mlp_genome"]
+__all__ = ["SEEDS", "mnist1d_cnn_genome", "mnist1d_mlp_genome", "resolve_genome"]
 
 
 def mnist1d_mlp_genome(hidden: int = 100, activation: str = "relu") -> NetworkGenome:
@@ -37,3 +40,28 @@ def mnist1d_cnn_genome(channels: int = 25, activation: str = "relu") -> NetworkG
         nodes.append(Node.make(act, "activation", conv, function=activation))
         src = act
     return NetworkGenome(tuple(nodes), output=src, head="flatten")
+
+
+#: Seed genomes by name, for configuration files.
+SEEDS = {"mnist1d_mlp": mnist1d_mlp_genome, "mnist1d_cnn": mnist1d_cnn_genome}
+
+
+def resolve_genome(spec: Any) -> NetworkGenome:
+    """A network genome from itself, a name in ``SEEDS``, its JSON text or its dict.
+
+    Raises:
+        InvalidGenomeError: an unknown name or an invalid genome.
+    """
+    if isinstance(spec, NetworkGenome):
+        return spec
+    if isinstance(spec, str) and spec in SEEDS:
+        return SEEDS[spec]()
+    if isinstance(spec, str) and spec.lstrip().startswith("{"):
+        import json
+
+        return NetworkGenome.from_dict(json.loads(spec))
+    if isinstance(spec, dict):
+        return NetworkGenome.from_dict(spec)
+    raise InvalidGenomeError(
+        f"Expected a NetworkGenome, one of {sorted(SEEDS)}, or a genome's JSON. Received: {spec!r:.200}"
+    )

@@ -112,7 +112,8 @@ def test_validate_enforces_the_size_limits() -> None:
 
 
 def test_build_puts_the_expression_in_every_activation_of_the_backbone() -> None:
-    space = ActivationSearchSpace(backbone=mnist1d_mlp_genome())
+    space = ActivationSearchSpace(backbone="mnist1d_mlp")
+    assert space.backbone == mnist1d_mlp_genome()
     genome = ActivationGenome("alpha*tanh(beta*x) + gamma*x")
     model = space.build(genome, TaskSpec((40, 1), 10), seed=0)
     acts = [layer for layer in model.layers if isinstance(layer, ParametricActivation)]

@@ -200,3 +200,15 @@ def test_ten_thousand_mutation_chains_decode_to_finite_autoinit_models() -> None
         if k % 200 == 199:
             keras.backend.clear_session()
     assert not failures, failures[:3]
+
+
+def test_seed_genomes_can_be_named_and_seed_the_population() -> None:
+    space = NetworkSearchSpace(seeds=("mnist1d_cnn", mnist1d_mlp_genome().to_json()), seed_rate=1.0)
+    assert space.seeds == (mnist1d_cnn_genome(), mnist1d_mlp_genome())
+    rng = np.random.default_rng(9)
+    ids = {n.id for n in mnist1d_cnn_genome().nodes} | {n.id for n in mnist1d_mlp_genome().nodes}
+    for _ in range(10):
+        genome = space.sample(rng)  # one mutation away from a seed
+        assert len({n.id for n in genome.nodes} & ids) >= 4
+    with pytest.raises(InvalidGenomeError, match="mnist1d_rnn"):
+        NetworkSearchSpace(seeds=("mnist1d_rnn",))
