@@ -139,9 +139,9 @@ class RayExecutor(Executor):
         self._space_ref = ray.put(space)
         self._task_ref = ray.put(task)
         self._config = config
-        self._remote = ray.remote(_ray_evaluate).options(
+        self._remote = ray.remote(
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=max_retries,
-            max_calls=recycle_after, retry_exceptions=False)
+            max_calls=recycle_after, retry_exceptions=False)(_ray_evaluate)
         self._futures: dict[Any, int] = {}
 
     def submit(self, candidate_id: int, genome_json: str, seed: int) -> None:

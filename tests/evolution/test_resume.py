@@ -47,7 +47,10 @@ def test_resume_after_sigkill_loses_nothing_and_trains_nothing_twice(
     victim = None
     while time.monotonic() < deadline and proc.poll() is None:
         if (killed / "run.sqlite").exists():
-            rows = read_rows(killed)
+            try:
+                rows = read_rows(killed)
+            except sqlite3.OperationalError:  # the schema is still being created
+                continue
             running = [r for r in rows if r["status"] == "running"]
             if sum(r["status"] == "done" for r in rows) >= 4 and running:
                 victim = running[0]["id"]
