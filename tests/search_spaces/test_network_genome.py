@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +38,10 @@ def test_json_round_trip_and_equality() -> None:
 
 def test_hash_is_stable_across_processes() -> None:
     code = "from search_spaces import mnist1d_cnn_genome; print(mnist1d_cnn_genome().hash())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
     assert out.stdout.strip() == CNN_HASH
     assert len(CNN_HASH) == 16 and int(CNN_HASH, 16) >= 0
 
