@@ -11,6 +11,7 @@ import numpy as np
 
 from autoinit_nas.errors import FatalSearchError
 from evolution._config import RunConfig
+from evolution._evaluate import _outputs
 from evolution._spaces import resolve_space
 from evolution._store import RunStore
 from evolution._tasks import Task, load_task
@@ -84,7 +85,7 @@ def export_best(run_dir: str | Path, output: str | Path, *, candidate_id: int | 
         train_seconds = time.monotonic() - clock
         test_accuracy = test_loss = None
         if task.x_test is not None:
-            probs = np.asarray(model.predict(task.x_test, batch_size=512, verbose=0))
+            probs = _outputs(model, task.x_test)
             test_accuracy = float(np.mean(probs.argmax(axis=-1) == task.y_test))
             test_loss = float(model.evaluate(task.x_test, task.y_test, batch_size=512, verbose=0,
                                              return_dict=True)["loss"])
@@ -94,8 +95,8 @@ def export_best(run_dir: str | Path, output: str | Path, *, candidate_id: int | 
         model.save(output)
         reloaded_model = keras.models.load_model(output)
         sample = task.x_full[:64]
-        reloaded = bool(np.allclose(model.predict(sample, verbose=0),
-                                    reloaded_model.predict(sample, verbose=0), atol=1e-5))
+        reloaded = bool(np.allclose(_outputs(model, sample), _outputs(reloaded_model, sample),
+                                    atol=1e-5))
         result = ExportResult(output, record.id, record.val_accuracy, test_accuracy, test_loss,
                               int(model.count_params()), int(n_epochs), train_seconds, reloaded)
         store.set_meta("export", {**asdict(result), "path": str(output.resolve())})
