@@ -179,7 +179,7 @@ def probe(op: Any, node: Any, flat_in: list[Signal], args: tuple, kwargs: dict,
     n = min(int(t.shape[0]) for t in tensors) if tensors else 1
     tensors = [t[:n] for t in tensors]
     args2, kwargs2 = _fill(args, kwargs, tensors, node)
-    if _calls_with_training(op) and "training" not in kwargs2:
+    if _calls_with_training(op):  # nodes record training=False: force training mode
         kwargs2["training"] = True
     outs = op(*args2, **kwargs2)
     outs = keras.tree.flatten(outs)
@@ -198,7 +198,7 @@ def measure_handler(records: dict[str, list[float]]) -> Handler:
 
     def handle(op: Any, node: Any, flat_in: list[Any], args: tuple, kwargs: dict,
                path: str) -> list[Any]:
-        if _calls_with_training(op) and "training" not in kwargs:
+        if _calls_with_training(op):  # nodes record training=False: force training mode
             kwargs = {**kwargs, "training": True}
         outs = keras.tree.flatten(op(*args, **kwargs))
         records.setdefault(path, []).append(

@@ -289,3 +289,13 @@ def test_import_is_light():
             "if m in sys.modules and m not in before]; print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_measure_runs_dropout_in_training_mode():
+    inp = keras.Input((64,))
+    h = L.Activation("relu")(L.Dense(64)(inp))
+    model = keras.Model(inp, L.Dropout(0.5)(h))
+    report = initialize(model, seed=0).measure(model, samples=4096)
+    dropout = report.layers[-1]
+    assert dropout.var > 2 * report.layers[-2].var * 0.9  # (nu + mu^2)/(1-p) - mu^2
+    assert dropout.measured_var == pytest.approx(dropout.var, rel=0.05)
