@@ -47,8 +47,11 @@ def main() -> None:
                 r = evaluate_candidate(space, genome.to_json(), task, config, seed)
                 accs.append(r.val_accuracy if r.ok else float("nan"))
             results[init].append(accs)
-        print(f"candidate {i + 1}/{len(genomes)}: autoinit {results['autoinit'][-1]}, "
-              f"default {results['default'][-1]}", flush=True)
+        print(
+            f"candidate {i + 1}/{len(genomes)}: autoinit {results['autoinit'][-1]}, "
+            f"default {results['default'][-1]}",
+            flush=True,
+        )
     rows, summary = [], {}
     for init, pairs in results.items():
         a = np.array(pairs, dtype=float)
@@ -56,15 +59,28 @@ def main() -> None:
         rho = float(spearmanr(filled[:, 0], filled[:, 1]).statistic)
         fail = float(np.mean(~(filled >= 2 * chance)))
         mean_gap = float(np.mean(np.abs(filled[:, 0] - filled[:, 1])))
-        summary[init] = {"spearman": rho, "fail_to_learn_share": fail,
-                         "mean_abs_seed_gap": mean_gap, "mean_accuracy": float(filled.mean())}
+        summary[init] = {
+            "spearman": rho,
+            "fail_to_learn_share": fail,
+            "mean_abs_seed_gap": mean_gap,
+            "mean_accuracy": float(filled.mean()),
+        }
         rows.append([init, f"{rho:.3f}", f"{fail:.2%}", f"{mean_gap:.4f}", f"{filled.mean():.4f}"])
-    print(format_table(rows, ["init", "Spearman seed1 vs seed2", "fail to learn",
-                              "mean |acc gap|", "mean acc"]))
+    print(
+        format_table(
+            rows, ["init", "Spearman seed1 vs seed2", "fail to learn", "mean |acc gap|", "mean acc"]
+        )
+    )
     print(f"{len(genomes)} candidates x 2 seeds x 2 inits in {time.monotonic() - clock:.0f} s")
-    save_json("fitness_noise.json", {"args": vars(args), "summary": summary,
-                                     "accuracies": results,
-                                     "genomes": [g.to_json() for g in genomes]})
+    save_json(
+        "fitness_noise.json",
+        {
+            "args": vars(args),
+            "summary": summary,
+            "accuracies": results,
+            "genomes": [g.to_json() for g in genomes],
+        },
+    )
 
 
 if __name__ == "__main__":

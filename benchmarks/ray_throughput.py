@@ -21,13 +21,21 @@ from evolution import EvalConfig, RayExecutor, load_task
 from search_spaces import NetworkSearchSpace
 
 
-def measure(space, task, genomes, config, *, workers: int, cpus: float, gpus: float,
-            warmup: int) -> dict:
+def measure(
+    space, task, genomes, config, *, workers: int, cpus: float, gpus: float, warmup: int
+) -> dict:
     import ray
 
     clock = time.monotonic()
-    executor = RayExecutor(space, task, config, workers=workers, cpus_per_trial=cpus,
-                           gpus_per_trial=gpus, recycle_after=1000)
+    executor = RayExecutor(
+        space,
+        task,
+        config,
+        workers=workers,
+        cpus_per_trial=cpus,
+        gpus_per_trial=gpus,
+        recycle_after=1000,
+    )
     started = time.monotonic() - clock
     pending = list(enumerate(genomes))
     stamps, failed = [], 0
@@ -44,10 +52,16 @@ def measure(space, task, genomes, config, *, workers: int, cpus: float, gpus: fl
         ray.shutdown()
     timed = stamps[warmup:]
     rate = 60.0 * (len(timed) - 1) / (timed[-1] - timed[0]) if len(timed) > 1 else float("nan")
-    return {"workers": workers, "cpus_per_trial": cpus, "gpus_per_trial": gpus,
-            "ray_start_s": round(started, 1), "total_s": round(stamps[-1], 1),
-            "candidates_per_min": round(rate, 2),
-            "overall_per_min": round(60 * len(stamps) / stamps[-1], 2), "failed": failed}
+    return {
+        "workers": workers,
+        "cpus_per_trial": cpus,
+        "gpus_per_trial": gpus,
+        "ray_start_s": round(started, 1),
+        "total_s": round(stamps[-1], 1),
+        "candidates_per_min": round(rate, 2),
+        "overall_per_min": round(60 * len(stamps) / stamps[-1], 2),
+        "failed": failed,
+    }
 
 
 def main() -> None:
@@ -65,14 +79,38 @@ def main() -> None:
     rng = np.random.default_rng(0)
     genomes = [space.sample(rng) for _ in range(args.candidates)]
     config = EvalConfig(epochs=args.epochs)
-    settings = ([(1, 1.0, 1.0), (4, 1.0, 0.25)] if args.gpu else [(1, 1.0, 0.0), (2, 1.0, 0.0)])
-    results = [measure(space, task, genomes, config, workers=w, cpus=c, gpus=g,
-                       warmup=args.warmup) for w, c, g in settings]
-    print(format_table([[r["workers"], r["cpus_per_trial"], r["gpus_per_trial"], r["ray_start_s"],
-                         r["total_s"], r["candidates_per_min"], r["overall_per_min"], r["failed"]]
-                        for r in results],
-                       ["workers", "cpus/trial", "gpus/trial", "ray start s", "total s",
-                        "cand/min (after warmup)", "cand/min (overall)", "failed"]))
+    settings = [(1, 1.0, 1.0), (4, 1.0, 0.25)] if args.gpu else [(1, 1.0, 0.0), (2, 1.0, 0.0)]
+    results = [
+        measure(space, task, genomes, config, workers=w, cpus=c, gpus=g, warmup=args.warmup)
+        for w, c, g in settings
+    ]
+    print(
+        format_table(
+            [
+                [
+                    r["workers"],
+                    r["cpus_per_trial"],
+                    r["gpus_per_trial"],
+                    r["ray_start_s"],
+                    r["total_s"],
+                    r["candidates_per_min"],
+                    r["overall_per_min"],
+                    r["failed"],
+                ]
+                for r in results
+            ],
+            [
+                "workers",
+                "cpus/trial",
+                "gpus/trial",
+                "ray start s",
+                "total s",
+                "cand/min (after warmup)",
+                "cand/min (overall)",
+                "failed",
+            ],
+        )
+    )
     save_json("ray_throughput.json", {"args": vars(args), "results": results})
 
 

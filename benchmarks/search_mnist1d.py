@@ -27,23 +27,42 @@ from search_spaces import mnist1d_cnn_genome, mnist1d_mlp_genome
 def one_run(init: str, seed: int, args: argparse.Namespace) -> dict:
     run_dir = out_path(f"search_mnist1d_runs/{init}-s{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = RunConfig(task="mnist1d", space="network", algorithm=args.algorithm,
-                       population=args.population, budget_evals=args.budget_evals,
-                       time_budget_s=args.time_budget_s, epochs=args.epochs, init=init, seed=seed,
-                       workers=args.workers)
+    config = RunConfig(
+        task="mnist1d",
+        space="network",
+        algorithm=args.algorithm,
+        population=args.population,
+        budget_evals=args.budget_evals,
+        time_budget_s=args.time_budget_s,
+        epochs=args.epochs,
+        init=init,
+        seed=seed,
+        workers=args.workers,
+    )
     clock = time.monotonic()
-    run = Evolution(run_dir, config, seed_genomes=[mnist1d_cnn_genome(), mnist1d_mlp_genome()],
-                    progress=not args.no_progress)
+    run = Evolution(
+        run_dir,
+        config,
+        seed_genomes=[mnist1d_cnn_genome(), mnist1d_mlp_genome()],
+        progress=not args.no_progress,
+    )
     summary = run.run()
     search_s = time.monotonic() - clock
     store = RunStore(run_dir, create=False)
     curve = [e["best"] for e in store.latest_checkpoint()["algorithm"]["logbook"]]
     store.close()
     exported = export_best(run_dir, run_dir / "best.keras", epochs=args.export_epochs)
-    return {"init": init, "seed": seed, "trained": summary.trained, "failed": summary.failed,
-            "search_s": round(search_s, 1), "best_val_accuracy": summary.best.val_accuracy,
-            "best_params": summary.best.param_count, "test_accuracy": exported.test_accuracy,
-            "curve": curve}
+    return {
+        "init": init,
+        "seed": seed,
+        "trained": summary.trained,
+        "failed": summary.failed,
+        "search_s": round(search_s, 1),
+        "best_val_accuracy": summary.best.val_accuracy,
+        "best_params": summary.best.param_count,
+        "test_accuracy": exported.test_accuracy,
+        "curve": curve,
+    }
 
 
 def main() -> None:
@@ -67,18 +86,36 @@ def main() -> None:
     if args.time_budget_s is not None:
         args.budget_evals = None
     logging.basicConfig(level=logging.WARNING)
-    results = [one_run(init, seed, args) for seed in range(args.seeds)
-               for init in ("autoinit", "default")]
-    rows = [[r["init"], r["seed"], r["trained"], r["failed"], f"{r['best_val_accuracy']:.4f}",
-             f"{r['test_accuracy']:.4f}", r["best_params"], r["search_s"]] for r in results]
-    print(format_table(rows, ["init", "seed", "trained", "failed", "best val", "test", "params",
-                              "search s"]))
+    results = [
+        one_run(init, seed, args) for seed in range(args.seeds) for init in ("autoinit", "default")
+    ]
+    rows = [
+        [
+            r["init"],
+            r["seed"],
+            r["trained"],
+            r["failed"],
+            f"{r['best_val_accuracy']:.4f}",
+            f"{r['test_accuracy']:.4f}",
+            r["best_params"],
+            r["search_s"],
+        ]
+        for r in results
+    ]
+    print(
+        format_table(
+            rows, ["init", "seed", "trained", "failed", "best val", "test", "params", "search s"]
+        )
+    )
     for init in ("autoinit", "default"):
         tests = [r["test_accuracy"] for r in results if r["init"] == init]
-        print(f"{init}: mean test accuracy {statistics.mean(tests):.4f} over {len(tests)} seeds "
-              f"(max {max(tests):.4f})")
-    save_json("search_mnist1d.json", {"args": {k: v for k, v in vars(args).items()},
-                                      "results": results})
+        print(
+            f"{init}: mean test accuracy {statistics.mean(tests):.4f} over {len(tests)} seeds "
+            f"(max {max(tests):.4f})"
+        )
+    save_json(
+        "search_mnist1d.json", {"args": {k: v for k, v in vars(args).items()}, "results": results}
+    )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,8 +123,13 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
-        ax.plot(range(1, len(r["curve"]) + 1), r["curve"], color="C0" if r["init"] == "autoinit"
-                else "C1", alpha=0.8, label=f"{r['init']} seed {r['seed']}")
+        ax.plot(
+            range(1, len(r["curve"]) + 1),
+            r["curve"],
+            color="C0" if r["init"] == "autoinit" else "C1",
+            alpha=0.8,
+            label=f"{r['init']} seed {r['seed']}",
+        )
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best validation accuracy so far")
     ax.legend(fontsize=7)

@@ -54,10 +54,14 @@ def main() -> None:
     warm = max(1, args.candidates // 10)
     x = np.arange(warm, args.candidates)
     slope = float(np.polyfit(x, np.array(rss[warm:]), 1)[0]) * 100 if len(x) > 1 else float("nan")
-    summary = {"candidates": args.candidates, "failed": failed,
-               "rss_after_warmup_mib": round(rss[warm - 1], 1), "rss_final_mib": round(rss[-1], 1),
-               "growth_mib_per_100_candidates": round(slope, 1),
-               "seconds": round(time.monotonic() - clock, 1)}
+    summary = {
+        "candidates": args.candidates,
+        "failed": failed,
+        "rss_after_warmup_mib": round(rss[warm - 1], 1),
+        "rss_final_mib": round(rss[-1], 1),
+        "growth_mib_per_100_candidates": round(slope, 1),
+        "seconds": round(time.monotonic() - clock, 1),
+    }
     print(summary)
     save_json("worker_memory.json", {"args": vars(args), "summary": summary, "rss_mib": rss})
 

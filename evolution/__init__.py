@@ -9,7 +9,13 @@ Example:
 from __future__ import annotations
 
 from evolution._algorithm_base import Algorithm, Individual, Proposal
-from evolution._algorithms import ALGORITHMS, NSGA2, MuPlusLambda, RegularizedEvolution, make_algorithm
+from evolution._algorithms import (
+    ALGORITHMS,
+    NSGA2,
+    MuPlusLambda,
+    RegularizedEvolution,
+    make_algorithm,
+)
 from evolution._config import RunConfig, parse_duration
 from evolution._evaluate import EvalConfig, EvalResult, evaluate_candidate
 from evolution._executors import Executor, InProcessExecutor, RayExecutor

@@ -34,8 +34,14 @@ class Individual:
 
     __slots__ = ("id", "genome", "fitness", "generation", "parents")
 
-    def __init__(self, id: int, genome: Genome, fitness: base.Fitness, generation: int = 0,
-                 parents: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        id: int,
+        genome: Genome,
+        fitness: base.Fitness,
+        generation: int = 0,
+        parents: tuple[int, ...] = (),
+    ) -> None:
         self.id, self.genome, self.fitness = id, genome, fitness
         self.generation, self.parents = generation, tuple(parents)
 
@@ -43,8 +49,13 @@ class Individual:
         return f"Individual(id={self.id}, fitness={self.fitness.values})"
 
     def to_state(self) -> dict[str, Any]:
-        return {"id": self.id, "genome": self.genome.to_json(), "fitness": list(self.fitness.values),
-                "generation": self.generation, "parents": list(self.parents)}
+        return {
+            "id": self.id,
+            "genome": self.genome.to_json(),
+            "fitness": list(self.fitness.values),
+            "generation": self.generation,
+            "parents": list(self.parents),
+        }
 
 
 def _same_genome(a: Individual, b: Individual) -> bool:
@@ -74,8 +85,14 @@ class Algorithm(ABC):
     #: DEAP fitness weights: (validation accuracy,) or (accuracy, parameter count).
     weights: ClassVar[tuple[float, ...]] = (1.0,)
 
-    def __init__(self, space: SearchSpace, rng: np.random.Generator, *, population_size: int,
-                 seed_genomes: Sequence[Genome] = ()) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        rng: np.random.Generator,
+        *,
+        population_size: int,
+        seed_genomes: Sequence[Genome] = (),
+    ) -> None:
         if population_size < 2:
             raise ValueError(f"Expected population_size >= 2. Received: {population_size}")
         self.space, self.rng, self.population_size = space, rng, population_size
@@ -135,22 +152,26 @@ class Algorithm(ABC):
             accuracy, param_count = WORST_ACCURACY, WORST_PARAMS
         return (float(accuracy), float(param_count))[: len(self.weights)]
 
-    def individual(self, candidate_id: int, proposal: Proposal,
-                   fitness: tuple[float, ...]) -> Individual:
+    def individual(
+        self, candidate_id: int, proposal: Proposal, fitness: tuple[float, ...]
+    ) -> Individual:
         """An ``Individual`` for a proposal and its fitness values."""
         fit = self.fitness_class()
         fit.values = tuple(fitness)
-        return Individual(candidate_id, proposal.genome, fit, proposal.generation,
-                          proposal.parents)
+        return Individual(candidate_id, proposal.genome, fit, proposal.generation, proposal.parents)
 
     def tell(self, individual: Individual) -> None:
         """Hand back an evaluated (or failed, with worst fitness) individual."""
         self.evaluations += 1
         self.hall_of_fame.update([individual])
         self._tell(individual)
-        self.logbook.record(evals=self.evaluations, gen=self.generation,
-                            best=self.best().fitness.values[0], pop_size=len(self.population),
-                            **self.stats.compile(self.population))
+        self.logbook.record(
+            evals=self.evaluations,
+            gen=self.generation,
+            best=self.best().fitness.values[0],
+            pop_size=len(self.population),
+            **self.stats.compile(self.population),
+        )
 
     def best(self) -> Individual:
         """The individual with the highest validation accuracy seen so far."""
@@ -165,8 +186,9 @@ class Algorithm(ABC):
         return Proposal(self.toolbox.sample(), (), generation, "random")
 
     def _from_state(self, data: dict[str, Any]) -> Individual:
-        proposal = Proposal(self.space.from_json(data["genome"]), tuple(data["parents"]),
-                            data["generation"])
+        proposal = Proposal(
+            self.space.from_json(data["genome"]), tuple(data["parents"]), data["generation"]
+        )
         return self.individual(data["id"], proposal, tuple(data["fitness"]))
 
     def get_state(self) -> dict[str, Any]:
@@ -185,8 +207,9 @@ class Algorithm(ABC):
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what ``get_state`` returned (the generator continues where it was)."""
         if state.get("algorithm") != self.name:
-            raise ValueError(f"Expected a state of algorithm {self.name!r}. Received: "
-                             f"{state.get('algorithm')!r}")
+            raise ValueError(
+                f"Expected a state of algorithm {self.name!r}. Received: {state.get('algorithm')!r}"
+            )
         self.evaluations = state["evaluations"]
         self.rng.bit_generator.state = state["rng"]
         self._n_seeded = state["n_seeded"]
@@ -197,5 +220,6 @@ class Algorithm(ABC):
         self.logbook = tools.Logbook()
         for entry in state["logbook"]:
             self.logbook.record(**entry)
-        self._set_extra_state({**state, "population": [self._from_state(d)
-                                                       for d in state["population"]]})
+        self._set_extra_state(
+            {**state, "population": [self._from_state(d) for d in state["population"]]}
+        )

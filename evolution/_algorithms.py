@@ -25,8 +25,15 @@ class RegularizedEvolution(Algorithm):
 
     name = "regularized"
 
-    def __init__(self, space: SearchSpace, rng: np.random.Generator, *, population_size: int,
-                 sample_size: int = 3, seed_genomes: Sequence[Genome] = ()) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        rng: np.random.Generator,
+        *,
+        population_size: int,
+        sample_size: int = 3,
+        seed_genomes: Sequence[Genome] = (),
+    ) -> None:
         super().__init__(space, rng, population_size=population_size, seed_genomes=seed_genomes)
         if sample_size < 1:
             raise ValueError(f"Expected sample_size >= 1. Received: {sample_size}")
@@ -73,13 +80,23 @@ class RegularizedEvolution(Algorithm):
 class _Generational(Algorithm):
     """Generation by generation: ``offspring`` proposals, then survivor selection."""
 
-    def __init__(self, space: SearchSpace, rng: np.random.Generator, *, population_size: int,
-                 offspring: int | None = None, cxpb: float = 0.3, mutpb: float = 0.7,
-                 seed_genomes: Sequence[Genome] = ()) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        rng: np.random.Generator,
+        *,
+        population_size: int,
+        offspring: int | None = None,
+        cxpb: float = 0.3,
+        mutpb: float = 0.7,
+        seed_genomes: Sequence[Genome] = (),
+    ) -> None:
         super().__init__(space, rng, population_size=population_size, seed_genomes=seed_genomes)
         if not (0 <= cxpb <= 1 and 0 <= mutpb <= 1 and cxpb + mutpb <= 1):
-            raise ValueError(f"Expected 0 <= cxpb, mutpb and cxpb + mutpb <= 1. Received: "
-                             f"cxpb={cxpb}, mutpb={mutpb}")
+            raise ValueError(
+                f"Expected 0 <= cxpb, mutpb and cxpb + mutpb <= 1. Received: "
+                f"cxpb={cxpb}, mutpb={mutpb}"
+            )
         self.offspring_size = offspring or population_size
         self.cxpb, self.mutpb = cxpb, mutpb
         self._population: list[Individual] = []
@@ -127,13 +144,17 @@ class _Generational(Algorithm):
             if child != a.genome and child != b.genome:
                 return Proposal(child, (a.id, b.id), self._generation, "crossover")
             # a space without crossover hands the parents back: mutate to get something new
-            return Proposal(self.toolbox.mutate(child), (a.id, b.id), self._generation,
-                            "crossover+mutation")
+            return Proposal(
+                self.toolbox.mutate(child), (a.id, b.id), self._generation, "crossover+mutation"
+            )
         return Proposal(self.toolbox.mutate(a.genome), (a.id,), self._generation, "mutation")
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"generation": self._generation, "n_asked": self._n_asked,
-                "offspring": [ind.to_state() for ind in self._offspring]}
+        return {
+            "generation": self._generation,
+            "n_asked": self._n_asked,
+            "offspring": [ind.to_state() for ind in self._offspring],
+        }
 
     def _set_extra_state(self, state: dict[str, Any]) -> None:
         self._population = list(state["population"])
@@ -195,8 +216,9 @@ class NSGA2(_Generational):
             b = self._tournament(ranks)
             if b.id != a.id:
                 child = self.toolbox.mate(a.genome, b.genome)[0]
-                return Proposal(self.toolbox.mutate(child), (a.id, b.id), self._generation,
-                                "crossover+mutation")
+                return Proposal(
+                    self.toolbox.mutate(child), (a.id, b.id), self._generation, "crossover+mutation"
+                )
         return self._child_of(a, None)
 
 
@@ -205,8 +227,9 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
 }
 
 
-def make_algorithm(name: str, space: SearchSpace, rng: np.random.Generator, *,
-                   population_size: int, **options: Any) -> Algorithm:
+def make_algorithm(
+    name: str, space: SearchSpace, rng: np.random.Generator, *, population_size: int, **options: Any
+) -> Algorithm:
     """Create an algorithm by name (``regularized``, ``nsga2``, ``mu_plus_lambda``).
 
     Options that the algorithm does not take (e.g. ``sample_size`` for NSGA-II) are ignored.

@@ -88,7 +88,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"Expected algorithm in {sorted(ALGORITHMS)}. Received: {self.algorithm!r}")
+            raise ValueError(
+                f"Expected algorithm in {sorted(ALGORITHMS)}. Received: {self.algorithm!r}"
+            )
         if self.budget_evals is None and self.time_budget_s is None:
             raise ValueError("Expected budget_evals or time_budget_s (or both). Received: neither")
         if self.budget_evals is not None and self.budget_evals < 1:
@@ -96,14 +98,20 @@ class RunConfig:
         if self.workers < 0:
             raise ValueError(f"Expected workers >= 0. Received: {self.workers}")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ValueError(f"Expected cpus_per_trial > 0 and gpus_per_trial >= 0. Received: "
-                             f"{self.cpus_per_trial}, {self.gpus_per_trial}")
+            raise ValueError(
+                f"Expected cpus_per_trial > 0 and gpus_per_trial >= 0. Received: "
+                f"{self.cpus_per_trial}, {self.gpus_per_trial}"
+            )
         self.eval_config()  # validates epochs, train_seconds, init
 
     def eval_config(self) -> EvalConfig:
         """The per-candidate training settings."""
-        return EvalConfig(epochs=self.epochs, train_seconds=self.train_seconds,
-                          batch_size=self.batch_size, init=self.init)
+        return EvalConfig(
+            epochs=self.epochs,
+            train_seconds=self.train_seconds,
+            batch_size=self.batch_size,
+            init=self.init,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -48,7 +48,9 @@ class EvalConfig:
         if self.epochs < 1:
             raise ValueError(f"Expected epochs >= 1. Received: epochs={self.epochs}")
         if self.train_seconds is not None and self.train_seconds <= 0:
-            raise ValueError(f"Expected train_seconds > 0. Received: train_seconds={self.train_seconds}")
+            raise ValueError(
+                f"Expected train_seconds > 0. Received: train_seconds={self.train_seconds}"
+            )
 
 
 @dataclass
@@ -106,7 +108,11 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     name = type(exc).__name__
     if isinstance(exc, CandidateFailedError):
         return exc.kind, exc.reason
-    if isinstance(exc, MemoryError) or "ResourceExhausted" in name or "out of memory" in str(exc).lower():
+    if (
+        isinstance(exc, MemoryError)
+        or "ResourceExhausted" in name
+        or "out of memory" in str(exc).lower()
+    ):
         return "oom", f"{name}: {str(exc)[:500]}"
     if isinstance(exc, InvalidGenomeError):
         return "invalid", f"{name}: {exc}"
@@ -118,13 +124,16 @@ def _outputs(model: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The model's outputs on ``x`` by direct calls (``predict`` retraces for every new model)."""
     import keras
 
-    parts = [keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
-             for i in range(0, len(x), batch_size)]
+    parts = [
+        keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(parts).reshape(len(x), -1)
 
 
-def evaluate_candidate(space: SearchSpace, genome_json: str, task: Any, config: EvalConfig,
-                       seed: int) -> EvalResult:
+def evaluate_candidate(
+    space: SearchSpace, genome_json: str, task: Any, config: EvalConfig, seed: int
+) -> EvalResult:
     """Decode, build (AutoInit or default init), train and score one candidate.
 
     Never raises for a bad candidate: exceptions, non-finite losses and out-of-memory errors are
@@ -153,25 +162,43 @@ def evaluate_candidate(space: SearchSpace, genome_json: str, task: Any, config: 
         space.validate(genome)
         model = space.build(genome, task.spec, init=config.init, seed=int(seed))
         if getattr(model, "optimizer", None) is None:
-            model.compile(optimizer=keras.optimizers.Adam(task.spec.learning_rate),
-                          loss="sparse_categorical_crossentropy")
+            model.compile(
+                optimizer=keras.optimizers.Adam(task.spec.learning_rate),
+                loss="sparse_categorical_crossentropy",
+            )
         param_count = int(model.count_params())
         guard, callbacks = _make_callbacks(config.train_seconds)
         epochs = config.epochs if config.train_seconds is None else max(config.epochs, 10_000)
-        fit = model.fit(task.x_train, task.y_train, batch_size=config.batch_size, epochs=epochs,
-                        shuffle=True, verbose=0, callbacks=callbacks)
+        fit = model.fit(
+            task.x_train,
+            task.y_train,
+            batch_size=config.batch_size,
+            epochs=epochs,
+            shuffle=True,
+            verbose=0,
+            callbacks=callbacks,
+        )
         history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
         epochs_run = len(history.get("loss", []))
         train_seconds = time.monotonic() - clock
-        common = {"param_count": param_count, "epochs_run": epochs_run, "started_at": started,
-                  "train_seconds": train_seconds, "worker": worker, "history": history}
+        common = {
+            "param_count": param_count,
+            "epochs_run": epochs_run,
+            "started_at": started,
+            "train_seconds": train_seconds,
+            "worker": worker,
+            "history": history,
+        }
         if guard.nonfinite is not None:
             return EvalResult.failure("nan", guard.nonfinite, **common)
         probs = _outputs(model, task.x_val)
         if not np.all(np.isfinite(probs)):
             return EvalResult.failure("nan", "non-finite validation outputs", **common)
-        val_loss = float(model.evaluate(task.x_val, task.y_val, batch_size=512, verbose=0,
-                                        return_dict=True)["loss"])
+        val_loss = float(
+            model.evaluate(task.x_val, task.y_val, batch_size=512, verbose=0, return_dict=True)[
+                "loss"
+            ]
+        )
         if not math.isfinite(val_loss):
             return EvalResult.failure("nan", f"non-finite validation loss {val_loss}", **common)
         val_accuracy = float(np.mean(probs.argmax(axis=1) == task.y_val))
@@ -179,8 +206,9 @@ def evaluate_candidate(space: SearchSpace, genome_json: str, task: Any, config: 
     except Exception as exc:  # a broken candidate must not end the run
         kind, reason = _classify(exc)
         logger.debug("Candidate failed (%s): %s", kind, reason, exc_info=True)
-        return EvalResult.failure(kind, reason, started_at=started, worker=worker,
-                                  train_seconds=time.monotonic() - clock)
+        return EvalResult.failure(
+            kind, reason, started_at=started, worker=worker, train_seconds=time.monotonic() - clock
+        )
     finally:
         # Free the graph and weights before the next candidate in this process.
         del model

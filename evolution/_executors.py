@@ -17,8 +17,11 @@ logger = logging.getLogger(__name__)
 
 #: Environment of every worker: quiet TensorFlow, and GPU memory grown on demand so that
 #: several candidates can share one GPU through fractional ``num_gpus`` requests.
-WORKER_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "2",
-              "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
+WORKER_ENV = {
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+}
 
 
 class Executor(ABC):
@@ -62,7 +65,9 @@ class InProcessExecutor(Executor):
 
     def wait(self) -> list[tuple[int, EvalResult]]:
         if not self._queued:
-            raise RuntimeError("Expected a submitted evaluation to wait for. Received: none in flight")
+            raise RuntimeError(
+                "Expected a submitted evaluation to wait for. Received: none in flight"
+            )
         candidate_id = next(iter(self._queued))
         genome_json, seed = self._queued[candidate_id]
         result = evaluate_candidate(self.space, genome_json, self.task, self.config, seed)
@@ -74,8 +79,9 @@ class InProcessExecutor(Executor):
         return len(self._queued)
 
 
-def _ray_evaluate(space: SearchSpace, genome_json: str, task: Any, config: EvalConfig,
-                  seed: int) -> EvalResult:
+def _ray_evaluate(
+    space: SearchSpace, genome_json: str, task: Any, config: EvalConfig, seed: int
+) -> EvalResult:
     return evaluate_candidate(space, genome_json, task, config, seed)
 
 
@@ -110,9 +116,19 @@ class RayExecutor(Executor):
         recycle_after: evaluations per worker process before it is replaced.
     """
 
-    def __init__(self, space: SearchSpace, task: Any, config: EvalConfig, *, workers: int,
-                 cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
-                 address: str | None = None, max_retries: int = 2, recycle_after: int = 10) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        task: Any,
+        config: EvalConfig,
+        *,
+        workers: int,
+        cpus_per_trial: float = 1.0,
+        gpus_per_trial: float = 0.0,
+        address: str | None = None,
+        max_retries: int = 2,
+        recycle_after: int = 10,
+    ) -> None:
         super().__init__()
         try:
             import ray
@@ -125,8 +141,11 @@ class RayExecutor(Executor):
         self._owns_ray = False
         env = {**WORKER_ENV, "PYTHONPATH": _worker_pythonpath()}
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "runtime_env": {"env_vars": env}}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "runtime_env": {"env_vars": env},
+            }
             if address:
                 kwargs["address"] = address
             else:
@@ -140,8 +159,12 @@ class RayExecutor(Executor):
         self._task_ref = ray.put(task)
         self._config = config
         self._remote = ray.remote(
-            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=max_retries,
-            max_calls=recycle_after, retry_exceptions=False)(_ray_evaluate)
+            num_cpus=cpus_per_trial,
+            num_gpus=gpus_per_trial,
+            max_retries=max_retries,
+            max_calls=recycle_after,
+            retry_exceptions=False,
+        )(_ray_evaluate)
         self._futures: dict[Any, int] = {}
 
     def submit(self, candidate_id: int, genome_json: str, seed: int) -> None:
@@ -151,7 +174,9 @@ class RayExecutor(Executor):
     def wait(self) -> list[tuple[int, EvalResult]]:
         ray = self._ray
         if not self._futures:
-            raise RuntimeError("Expected a submitted evaluation to wait for. Received: none in flight")
+            raise RuntimeError(
+                "Expected a submitted evaluation to wait for. Received: none in flight"
+            )
         ready, _ = ray.wait(list(self._futures), num_returns=1)
         rest = [r for r in self._futures if r not in ready]
         more = ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
@@ -161,10 +186,13 @@ class RayExecutor(Executor):
             try:
                 result = ray.get(ref)
             except ray.exceptions.OutOfMemoryError as exc:
-                result = EvalResult.failure("oom", f"Ray killed the worker for memory: {str(exc)[:500]}")
+                result = EvalResult.failure(
+                    "oom", f"Ray killed the worker for memory: {str(exc)[:500]}"
+                )
             except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
                 result = EvalResult.failure(
-                    "worker_died", f"worker process died (retries exhausted): {type(exc).__name__}")
+                    "worker_died", f"worker process died (retries exhausted): {type(exc).__name__}"
+                )
             except ray.exceptions.RayError as exc:
                 result = EvalResult.failure("error", f"{type(exc).__name__}: {str(exc)[:1000]}")
             finished.append((candidate_id, result))

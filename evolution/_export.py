@@ -37,9 +37,15 @@ class ExportResult:
     reloaded: bool
 
 
-def export_best(run_dir: str | Path, output: str | Path, *, candidate_id: int | None = None,
-                epochs: int | None = None, space: SearchSpace | None = None,
-                task: Task | None = None) -> ExportResult:
+def export_best(
+    run_dir: str | Path,
+    output: str | Path,
+    *,
+    candidate_id: int | None = None,
+    epochs: int | None = None,
+    space: SearchSpace | None = None,
+    task: Task | None = None,
+) -> ExportResult:
     """Retrain the run's best candidate on train+validation data, test it, save it.
 
     The saved file reloads with ``keras.models.load_model(path)`` and no ``custom_objects``
@@ -59,7 +65,9 @@ def export_best(run_dir: str | Path, output: str | Path, *, candidate_id: int | 
 
     output = Path(output)
     if output.suffix != ".keras":
-        raise FatalSearchError(f"Expected an output path ending in .keras. Received: {str(output)!r}")
+        raise FatalSearchError(
+            f"Expected an output path ending in .keras. Received: {str(output)!r}"
+        )
     store = RunStore(run_dir, create=False)
     try:
         config = RunConfig.from_dict(store.get_meta("config"))
@@ -69,39 +77,69 @@ def export_best(run_dir: str | Path, output: str | Path, *, candidate_id: int | 
         elif done:
             record = max(done, key=lambda r: (r.val_accuracy or 0.0, -r.id))
         else:
-            raise FatalSearchError(f"Expected at least one trained candidate in {str(run_dir)!r}. "
-                                   f"Received: none finished successfully")
-        task = task or load_task(config.task, val_fraction=config.val_fraction, seed=config.seed,
-                                 learning_rate=config.learning_rate)
+            raise FatalSearchError(
+                f"Expected at least one trained candidate in {str(run_dir)!r}. "
+                f"Received: none finished successfully"
+            )
+        task = task or load_task(
+            config.task,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            learning_rate=config.learning_rate,
+        )
         space = space or resolve_space(config.space, config.space_options)
         n_epochs = epochs or record.epochs_run or config.epochs
         keras.backend.clear_session()
         keras.utils.set_random_seed(record.seed)
-        model = space.build(space.from_json(record.genome), task.spec, init=config.init,
-                            seed=record.seed)
+        model = space.build(
+            space.from_json(record.genome), task.spec, init=config.init, seed=record.seed
+        )
         clock = time.monotonic()
-        model.fit(task.x_full, task.y_full, epochs=n_epochs, batch_size=config.batch_size,
-                  shuffle=True, verbose=0)
+        model.fit(
+            task.x_full,
+            task.y_full,
+            epochs=n_epochs,
+            batch_size=config.batch_size,
+            shuffle=True,
+            verbose=0,
+        )
         train_seconds = time.monotonic() - clock
         test_accuracy = test_loss = None
         if task.x_test is not None:
             probs = _outputs(model, task.x_test)
             test_accuracy = float(np.mean(probs.argmax(axis=-1) == task.y_test))
-            test_loss = float(model.evaluate(task.x_test, task.y_test, batch_size=512, verbose=0,
-                                             return_dict=True)["loss"])
+            test_loss = float(
+                model.evaluate(
+                    task.x_test, task.y_test, batch_size=512, verbose=0, return_dict=True
+                )["loss"]
+            )
         else:
             logger.warning("The task has no test split: test accuracy not measured")
         output.parent.mkdir(parents=True, exist_ok=True)
         model.save(output)
         reloaded_model = keras.models.load_model(output)
         sample = task.x_full[:64]
-        reloaded = bool(np.allclose(_outputs(model, sample), _outputs(reloaded_model, sample),
-                                    atol=1e-5))
-        result = ExportResult(output, record.id, record.val_accuracy, test_accuracy, test_loss,
-                              int(model.count_params()), int(n_epochs), train_seconds, reloaded)
+        reloaded = bool(
+            np.allclose(_outputs(model, sample), _outputs(reloaded_model, sample), atol=1e-5)
+        )
+        result = ExportResult(
+            output,
+            record.id,
+            record.val_accuracy,
+            test_accuracy,
+            test_loss,
+            int(model.count_params()),
+            int(n_epochs),
+            train_seconds,
+            reloaded,
+        )
         store.set_meta("export", {**asdict(result), "path": str(output.resolve())})
-        logger.info("Exported candidate %d to %s (test accuracy %s)", record.id, output,
-                    "n/a" if test_accuracy is None else f"{test_accuracy:.4f}")
+        logger.info(
+            "Exported candidate %d to %s (test accuracy %s)",
+            record.id,
+            output,
+            "n/a" if test_accuracy is None else f"{test_accuracy:.4f}",
+        )
         return result
     finally:
         store.close()

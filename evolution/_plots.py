@@ -31,8 +31,13 @@ def plot_fitness(logbook: list[dict[str, Any]], records: list[CandidateRecord], 
     told = [r for r in records if r.status in ("done", "failed", "duplicate")]
     told.sort(key=lambda r: (r.finished_at or 0.0, r.id))
     if told:
-        ax.scatter(range(1, len(told) + 1), [r.fitness[0] if r.fitness else 0.0 for r in told],
-                   s=10, color="0.6", label="candidate")
+        ax.scatter(
+            range(1, len(told) + 1),
+            [r.fitness[0] if r.fitness else 0.0 for r in told],
+            s=10,
+            color="0.6",
+            label="candidate",
+        )
     if logbook:
         evals = [e["evals"] for e in logbook]
         ax.plot(evals, [e["best"] for e in logbook], color="C0", lw=2, label="best so far")
@@ -48,8 +53,10 @@ def plot_fitness(logbook: list[dict[str, Any]], records: list[CandidateRecord], 
 
 def pareto_front(records: list[CandidateRecord]) -> list[CandidateRecord]:
     """Candidates no other candidate beats on both accuracy (up) and parameter count (down)."""
-    points = sorted((r for r in records if r.status == "done" and r.param_count),
-                    key=lambda r: (r.param_count, -(r.val_accuracy or 0.0)))
+    points = sorted(
+        (r for r in records if r.status == "done" and r.param_count),
+        key=lambda r: (r.param_count, -(r.val_accuracy or 0.0)),
+    )
     front, best = [], -1.0
     for r in points:
         if (r.val_accuracy or 0.0) > best:
@@ -63,12 +70,24 @@ def plot_pareto(records: list[CandidateRecord], path: Path) -> None:
     plt = _pyplot()
     done = [r for r in records if r.status == "done" and r.param_count]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([r.param_count for r in done], [r.val_accuracy for r in done], s=12,
-               color="0.6", label="trained")
+    ax.scatter(
+        [r.param_count for r in done],
+        [r.val_accuracy for r in done],
+        s=12,
+        color="0.6",
+        label="trained",
+    )
     front = pareto_front(records)
     if front:
-        ax.step([r.param_count for r in front], [r.val_accuracy for r in front], where="post",
-                color="C3", lw=2, marker="o", label="Pareto front")
+        ax.step(
+            [r.param_count for r in front],
+            [r.val_accuracy for r in front],
+            where="post",
+            color="C3",
+            lw=2,
+            marker="o",
+            label="Pareto front",
+        )
     if done:
         ax.set_xscale("log")
     ax.set_xlabel("parameters")
@@ -123,8 +142,11 @@ def plot_network(model: Any, path: Path, title: str = "") -> None:
     columns: dict[int, list[str]] = {}
     for name in names:
         columns.setdefault(depth[name], []).append(name)
-    pos = {name: (i - (len(col) - 1) / 2, -d) for d, col in columns.items()
-           for i, name in enumerate(col)}
+    pos = {
+        name: (i - (len(col) - 1) / 2, -d)
+        for d, col in columns.items()
+        for i, name in enumerate(col)
+    }
     kind = dict(layers)
     height = max(3.0, 0.6 * (max(columns) + 1))
     width = max(4.0, 2.2 * max(len(c) for c in columns.values()))
@@ -132,11 +154,22 @@ def plot_network(model: Any, path: Path, title: str = "") -> None:
     for src, dst in edges:
         if src in pos and dst in pos:
             (x0, y0), (x1, y1) = pos[src], pos[dst]
-            ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
-                        arrowprops={"arrowstyle": "->", "color": "0.4"})
+            ax.annotate(
+                "",
+                xy=(x1, y1 + 0.18),
+                xytext=(x0, y0 - 0.18),
+                arrowprops={"arrowstyle": "->", "color": "0.4"},
+            )
     for name, (x, y) in pos.items():
-        ax.text(x, y, kind[name], ha="center", va="center", fontsize=8,
-                bbox={"boxstyle": "round", "fc": "#dde8f5", "ec": "0.3"})
+        ax.text(
+            x,
+            y,
+            kind[name],
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"boxstyle": "round", "fc": "#dde8f5", "ec": "0.3"},
+        )
     xs = [p[0] for p in pos.values()]
     ax.set_xlim(min(xs) - 1, max(xs) + 1)
     ax.set_ylim(-max(columns) - 0.6, 0.6)
@@ -174,7 +207,9 @@ def plot_activations(model: Any, path: Path) -> bool:
     curves = []
     for name, fn in _activation_callables(model)[:6]:
         try:
-            y = np.asarray(keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(grid[None, :, None]))))
+            y = np.asarray(
+                keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(grid[None, :, None])))
+            )
             curves.append((name, y.reshape(-1)[: len(grid)]))
         except Exception as exc:  # an activation that needs another input shape: skip it
             logger.debug("Could not plot activation %s: %s", name, exc)

@@ -19,15 +19,38 @@ logger = logging.getLogger(__name__)
 
 
 def _table(records: list[CandidateRecord], limit: int = 10) -> list[list[str]]:
-    done = sorted((r for r in records if r.status == "done"),
-                  key=lambda r: (-(r.val_accuracy or 0.0), r.id))[:limit]
-    rows = [["rank", "id", "hash", "val acc", "val loss", "params", "gen", "origin", "epochs",
-             "train s"]]
+    done = sorted(
+        (r for r in records if r.status == "done"), key=lambda r: (-(r.val_accuracy or 0.0), r.id)
+    )[:limit]
+    rows = [
+        [
+            "rank",
+            "id",
+            "hash",
+            "val acc",
+            "val loss",
+            "params",
+            "gen",
+            "origin",
+            "epochs",
+            "train s",
+        ]
+    ]
     for rank, r in enumerate(done, 1):
-        rows.append([str(rank), str(r.id), r.hash, f"{r.val_accuracy:.4f}",
-                     f"{r.val_loss:.4f}" if r.val_loss is not None else "-",
-                     f"{r.param_count:,}" if r.param_count else "-", str(r.generation), r.origin,
-                     str(r.epochs_run or "-"), f"{r.train_seconds or 0:.1f}"])
+        rows.append(
+            [
+                str(rank),
+                str(r.id),
+                r.hash,
+                f"{r.val_accuracy:.4f}",
+                f"{r.val_loss:.4f}" if r.val_loss is not None else "-",
+                f"{r.param_count:,}" if r.param_count else "-",
+                str(r.generation),
+                r.origin,
+                str(r.epochs_run or "-"),
+                f"{r.train_seconds or 0:.1f}",
+            ]
+        )
     return rows
 
 
@@ -37,8 +60,9 @@ def _markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _best_model_figures(space: SearchSpace, record: CandidateRecord, spec: TaskSpec,
-                        out: Path, notes: list[str]) -> dict[str, str]:
+def _best_model_figures(
+    space: SearchSpace, record: CandidateRecord, spec: TaskSpec, out: Path, notes: list[str]
+) -> dict[str, str]:
     import keras
 
     figures: dict[str, str] = {}
@@ -48,8 +72,11 @@ def _best_model_figures(space: SearchSpace, record: CandidateRecord, spec: TaskS
     except Exception as exc:  # the report still has the rest
         notes.append(f"Could not build the best candidate for its figures: {exc}")
         return figures
-    _plots.plot_network(model, out / "best_network.png",
-                        title=f"candidate {record.id} ({record.hash}), {record.param_count:,} params")
+    _plots.plot_network(
+        model,
+        out / "best_network.png",
+        title=f"candidate {record.id} ({record.hash}), {record.param_count:,} params",
+    )
     figures["Best network"] = "best_network.png"
     if _plots.plot_activations(model, out / "best_activation.png"):
         figures["Activation functions of the best network"] = "best_activation.png"
@@ -67,8 +94,9 @@ def _best_model_figures(space: SearchSpace, record: CandidateRecord, spec: TaskS
     return figures
 
 
-def write_report(run_dir: str | Path, *, space: SearchSpace | None = None,
-                 out_dir: str | Path | None = None) -> Path:
+def write_report(
+    run_dir: str | Path, *, space: SearchSpace | None = None, out_dir: str | Path | None = None
+) -> Path:
     """Write figures, ``report.md`` and ``report.html`` for a run; returns the markdown path.
 
     Figures: best and median validation accuracy over evaluations, accuracy vs parameters with
@@ -96,33 +124,45 @@ def write_report(run_dir: str | Path, *, space: SearchSpace | None = None,
     notes: list[str] = []
     _plots.plot_fitness(logbook, records, out / "fitness.png")
     _plots.plot_pareto(records, out / "pareto.png")
-    figures = {"Validation accuracy over evaluations": "fitness.png",
-               "Accuracy vs parameters (Pareto front)": "pareto.png"}
+    figures = {
+        "Validation accuracy over evaluations": "fitness.png",
+        "Accuracy vs parameters (Pareto front)": "pareto.png",
+    }
     done = [r for r in records if r.status == "done"]
     best = max(done, key=lambda r: (r.val_accuracy or 0.0, -r.id), default=None)
     if best is not None and spec_data is not None:
         try:
             space = space or resolve_space(config.space, config.space_options)
-            spec = TaskSpec(tuple(spec_data["input_shape"]), spec_data["num_classes"],
-                            spec_data.get("learning_rate", 1e-3))
+            spec = TaskSpec(
+                tuple(spec_data["input_shape"]),
+                spec_data["num_classes"],
+                spec_data.get("learning_rate", 1e-3),
+            )
             figures.update(_best_model_figures(space, best, spec, out, notes))
         except Exception as exc:
             notes.append(f"Best-network figures skipped: {exc}")
     failed = [r for r in records if r.status == "failed"]
     counts = {s: sum(r.status == s for r in records) for s in ("done", "failed", "duplicate")}
-    lines = [f"# autoinit-nas run report: {Path(run_dir).resolve().name}", "",
-             f"- task: `{config.task}`, algorithm: `{config.algorithm}`, population "
-             f"{config.population}, init: `{config.init}`, seed {config.seed}",
-             f"- candidates: {counts['done']} trained, {counts['failed']} failed, "
-             f"{counts['duplicate']} duplicates (not retrained)",
-             f"- search time: {checkpoint.get('elapsed', 0.0) / 60:.1f} min"]
+    lines = [
+        f"# autoinit-nas run report: {Path(run_dir).resolve().name}",
+        "",
+        f"- task: `{config.task}`, algorithm: `{config.algorithm}`, population "
+        f"{config.population}, init: `{config.init}`, seed {config.seed}",
+        f"- candidates: {counts['done']} trained, {counts['failed']} failed, "
+        f"{counts['duplicate']} duplicates (not retrained)",
+        f"- search time: {checkpoint.get('elapsed', 0.0) / 60:.1f} min",
+    ]
     if best is not None:
-        lines.append(f"- best: candidate {best.id} (`{best.hash}`), validation accuracy "
-                     f"{best.val_accuracy:.4f}, {best.param_count:,} parameters")
+        lines.append(
+            f"- best: candidate {best.id} (`{best.hash}`), validation accuracy "
+            f"{best.val_accuracy:.4f}, {best.param_count:,} parameters"
+        )
     if export:
         test = export.get("test_accuracy")
-        lines.append(f"- exported: candidate {export['candidate_id']} -> `{export['path']}`, test "
-                     f"accuracy {'n/a' if test is None else f'{test:.4f}'}")
+        lines.append(
+            f"- exported: candidate {export['candidate_id']} -> `{export['path']}`, test "
+            f"accuracy {'n/a' if test is None else f'{test:.4f}'}"
+        )
     lines += ["", "## Top candidates", "", _markdown_table(_table(records)), ""]
     if failed:
         lines += ["## Failures", ""]
@@ -140,9 +180,11 @@ def write_report(run_dir: str | Path, *, space: SearchSpace | None = None,
 
 
 def _html(lines: list[str], records: list[CandidateRecord], figures: dict[str, str]) -> str:
-    parts: list[Any] = ["<!doctype html><meta charset='utf-8'><title>autoinit-nas report</title>",
-                        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
-                        "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>"]
+    parts: list[Any] = [
+        "<!doctype html><meta charset='utf-8'><title>autoinit-nas report</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
+        "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>",
+    ]
     for line in lines:
         if line.startswith("# "):
             parts.append(f"<h1>{html.escape(line[2:])}</h1>")
@@ -155,5 +197,7 @@ def _html(lines: list[str], records: list[CandidateRecord], figures: dict[str, s
         parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     parts.append("</table>")
     for title, name in figures.items():
-        parts.append(f"<h2>{html.escape(title)}</h2><img src='{html.escape(name)}' style='max-width:100%'>")
+        parts.append(
+            f"<h2>{html.escape(title)}</h2><img src='{html.escape(name)}' style='max-width:100%'>"
+        )
     return "\n".join(parts)

@@ -42,7 +42,8 @@ def resolve_space(spec: str, options: dict[str, Any] | None = None) -> SearchSpa
     else:
         raise FatalSearchError(
             f"Expected a search space among {sorted(SPACE_NAMES)} or 'module:Class'. "
-            f"Received: space={spec!r}")
+            f"Received: space={spec!r}"
+        )
     try:
         module = importlib.import_module(module_name)
         cls = module
@@ -50,11 +51,13 @@ def resolve_space(spec: str, options: dict[str, Any] | None = None) -> SearchSpa
             cls = getattr(cls, part)
     except (ImportError, AttributeError) as exc:
         raise FatalSearchError(
-            f"Could not import search space {spec!r} ({module_name}.{class_name}): {exc}") from exc
+            f"Could not import search space {spec!r} ({module_name}.{class_name}): {exc}"
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
         raise FatalSearchError(f"Expected a SearchSpace subclass. Received: {spec!r} is {cls!r}")
     try:
         return cls(**options)
     except TypeError as exc:
         raise FatalSearchError(
-            f"Could not create search space {spec!r} with options {options}: {exc}") from exc
+            f"Could not create search space {spec!r} with options {options}: {exc}"
+        ) from exc

@@ -144,8 +144,9 @@ class RunStore:
     # -- meta ---------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serializable setting."""
-        self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                           (key, json.dumps(value)))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value))
+        )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         """Read a setting written by ``set_meta``."""
@@ -153,41 +154,78 @@ class RunStore:
         return default if row is None else json.loads(row["value"])
 
     # -- candidates ---------------------------------------------------------------------
-    def add_candidate(self, *, hash: str, genome: str, parents: list[int] | tuple[int, ...],
-                      origin: str, generation: int, seed: int, status: str = "pending",
-                      duplicate_of: int | None = None) -> int:
+    def add_candidate(
+        self,
+        *,
+        hash: str,
+        genome: str,
+        parents: list[int] | tuple[int, ...],
+        origin: str,
+        generation: int,
+        seed: int,
+        status: str = "pending",
+        duplicate_of: int | None = None,
+    ) -> int:
         """Insert a candidate row and return its id."""
         cursor = self._conn.execute(
             "INSERT INTO candidates(hash, genome, parents, origin, generation, status, seed, "
             "created_at, duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (hash, genome, json.dumps(list(parents)), origin, generation, status, seed,
-             time.time(), duplicate_of))
+            (
+                hash,
+                genome,
+                json.dumps(list(parents)),
+                origin,
+                generation,
+                status,
+                seed,
+                time.time(),
+                duplicate_of,
+            ),
+        )
         return int(cursor.lastrowid)
 
     def mark_running(self, candidate_id: int, worker: str | None = None) -> None:
         """Note that a candidate's training has started."""
-        self._conn.execute("UPDATE candidates SET status = 'running', started_at = ?, worker = ? "
-                           "WHERE id = ?", (time.time(), worker, candidate_id))
+        self._conn.execute(
+            "UPDATE candidates SET status = 'running', started_at = ?, worker = ? WHERE id = ?",
+            (time.time(), worker, candidate_id),
+        )
 
-    def finish_candidate(self, candidate_id: int, *, status: str, fitness: tuple[float, ...],
-                         **fields: Any) -> None:
+    def finish_candidate(
+        self, candidate_id: int, *, status: str, fitness: tuple[float, ...], **fields: Any
+    ) -> None:
         """Record a candidate's outcome (``done``, ``failed`` or ``duplicate``)."""
         if status not in STATUSES:
             raise ValueError(f"Expected a status in {STATUSES}. Received: status={status!r}")
-        allowed = {"val_accuracy", "val_loss", "param_count", "epochs_run", "started_at",
-                   "train_seconds", "error_kind", "error", "duplicate_of", "worker"}
+        allowed = {
+            "val_accuracy",
+            "val_loss",
+            "param_count",
+            "epochs_run",
+            "started_at",
+            "train_seconds",
+            "error_kind",
+            "error",
+            "duplicate_of",
+            "worker",
+        }
         unknown = set(fields) - allowed
         if unknown:
-            raise ValueError(f"Expected fields among {sorted(allowed)}. Received: {sorted(unknown)}")
+            raise ValueError(
+                f"Expected fields among {sorted(allowed)}. Received: {sorted(unknown)}"
+            )
         names = ["status", "fitness", "finished_at", *fields]
         values = [status, json.dumps(list(fitness)), time.time(), *fields.values()]
         assignments = ", ".join(f"{name} = ?" for name in names)
-        self._conn.execute(f"UPDATE candidates SET {assignments} WHERE id = ?",
-                           (*values, candidate_id))
+        self._conn.execute(
+            f"UPDATE candidates SET {assignments} WHERE id = ?", (*values, candidate_id)
+        )
 
     def candidate(self, candidate_id: int) -> CandidateRecord:
         """One candidate by id."""
-        row = self._conn.execute("SELECT * FROM candidates WHERE id = ?", (candidate_id,)).fetchone()
+        row = self._conn.execute(
+            "SELECT * FROM candidates WHERE id = ?", (candidate_id,)
+        ).fetchone()
         if row is None:
             raise KeyError(f"No candidate with id {candidate_id} in {self.path}")
         return CandidateRecord.from_row(row)
@@ -197,7 +235,8 @@ class RunStore:
         if statuses:
             marks = ", ".join("?" for _ in statuses)
             rows = self._conn.execute(
-                f"SELECT * FROM candidates WHERE status IN ({marks}) ORDER BY id", statuses)
+                f"SELECT * FROM candidates WHERE status IN ({marks}) ORDER BY id", statuses
+            )
         else:
             rows = self._conn.execute("SELECT * FROM candidates ORDER BY id")
         return [CandidateRecord.from_row(row) for row in rows]
@@ -206,7 +245,9 @@ class RunStore:
         """The first finished (done or failed) candidate with this genome hash, if any."""
         row = self._conn.execute(
             "SELECT * FROM candidates WHERE hash = ? AND status IN ('done', 'failed') "
-            "ORDER BY id LIMIT 1", (genome_hash,)).fetchone()
+            "ORDER BY id LIMIT 1",
+            (genome_hash,),
+        ).fetchone()
         return None if row is None else CandidateRecord.from_row(row)
 
     def count(self, *statuses: str) -> int:
@@ -214,19 +255,28 @@ class RunStore:
         if not statuses:
             return int(self._conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0])
         marks = ", ".join("?" for _ in statuses)
-        return int(self._conn.execute(
-            f"SELECT COUNT(*) FROM candidates WHERE status IN ({marks})", statuses).fetchone()[0])
+        return int(
+            self._conn.execute(
+                f"SELECT COUNT(*) FROM candidates WHERE status IN ({marks})", statuses
+            ).fetchone()[0]
+        )
 
     # -- checkpoints --------------------------------------------------------------------
     def write_checkpoint(self, state: dict[str, Any], evaluations: int) -> None:
         """Append a checkpoint and drop all but the last few (call inside ``transaction``)."""
-        self._conn.execute("INSERT INTO checkpoints(created_at, evaluations, state) VALUES (?, ?, ?)",
-                           (time.time(), evaluations, json.dumps(state)))
+        self._conn.execute(
+            "INSERT INTO checkpoints(created_at, evaluations, state) VALUES (?, ?, ?)",
+            (time.time(), evaluations, json.dumps(state)),
+        )
         self._conn.execute(
             "DELETE FROM checkpoints WHERE id NOT IN "
-            "(SELECT id FROM checkpoints ORDER BY id DESC LIMIT ?)", (_CHECKPOINTS_KEPT,))
+            "(SELECT id FROM checkpoints ORDER BY id DESC LIMIT ?)",
+            (_CHECKPOINTS_KEPT,),
+        )
 
     def latest_checkpoint(self) -> dict[str, Any] | None:
         """The state of the newest checkpoint, or ``None`` before the first one."""
-        row = self._conn.execute("SELECT state FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        row = self._conn.execute(
+            "SELECT state FROM checkpoints ORDER BY id DESC LIMIT 1"
+        ).fetchone()
         return None if row is None else json.loads(row["state"])

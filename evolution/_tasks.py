@@ -58,8 +58,12 @@ def _mnist1d_arrays() -> dict[str, np.ndarray]:
     from mnist1d.data import get_dataset_args, make_dataset
 
     data = make_dataset(get_dataset_args())
-    return {"x_train": data["x"], "y_train": data["y"], "x_test": data["x_test"],
-            "y_test": data["y_test"]}
+    return {
+        "x_train": data["x"],
+        "y_train": data["y"],
+        "x_test": data["x_test"],
+        "y_test": data["y_test"],
+    }
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -85,7 +89,9 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_pair(x: np.ndarray, y: np.ndarray, split: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(
+    x: np.ndarray, y: np.ndarray, split: str, where: str
+) -> tuple[np.ndarray, np.ndarray]:
     if x.ndim < 2:
         raise FatalSearchError(
             f"Expected x_{split} of shape (samples, features...). Received: shape {x.shape} in {where}"
@@ -99,17 +105,20 @@ def _check_pair(x: np.ndarray, y: np.ndarray, split: str, where: str) -> tuple[n
             f"Expected as many labels as samples in the {split} split. Received: x_{split} has "
             f"{len(x)} samples, y_{split} has {len(y)} labels in {where}"
         )
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise FatalSearchError(
-                f"Expected integer class labels in y_{split}. Received: dtype {y.dtype} with "
-                f"non-integer values in {where}"
-            )
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.equal(np.mod(y, 1), 0)):
+        raise FatalSearchError(
+            f"Expected integer class labels in y_{split}. Received: dtype {y.dtype} with "
+            f"non-integer values in {where}"
+        )
     y = y.astype("int64")
     if y.min() < 0:
-        raise FatalSearchError(f"Expected labels >= 0 in y_{split}. Received: min {y.min()} in {where}")
+        raise FatalSearchError(
+            f"Expected labels >= 0 in y_{split}. Received: min {y.min()} in {where}"
+        )
     if not np.all(np.isfinite(x)):
-        raise FatalSearchError(f"Expected finite values in x_{split}. Received: NaN or inf in {where}")
+        raise FatalSearchError(
+            f"Expected finite values in x_{split}. Received: NaN or inf in {where}"
+        )
     return x.astype("float32"), y
 
 
@@ -142,7 +151,9 @@ def load_task(
         ((40, 1), 3600, 400, 1000)
     """
     if not 0.0 < val_fraction < 1.0:
-        raise FatalSearchError(f"Expected 0 < val_fraction < 1. Received: val_fraction={val_fraction}")
+        raise FatalSearchError(
+            f"Expected 0 < val_fraction < 1. Received: val_fraction={val_fraction}"
+        )
     key = str(name)
     if key == MNIST1D_NAME:
         arrays, where = _mnist1d_arrays(), "mnist1d"
@@ -167,7 +178,9 @@ def load_task(
         x_test = None if x_test is None else x_test[..., None]
     num_classes = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
     if num_classes < 2:
-        raise FatalSearchError(f"Expected at least 2 classes. Received: labels {np.unique(y)} in {where}")
+        raise FatalSearchError(
+            f"Expected at least 2 classes. Received: labels {np.unique(y)} in {where}"
+        )
     n_val = max(1, int(round(len(x) * val_fraction)))
     if n_val >= len(x):
         raise FatalSearchError(
@@ -176,9 +189,18 @@ def load_task(
         )
     order = np.random.default_rng(seed).permutation(len(x))
     val_idx, train_idx = order[:n_val], order[n_val:]
-    spec = TaskSpec(input_shape=tuple(int(d) for d in x.shape[1:]), num_classes=num_classes,
-                    learning_rate=learning_rate)
-    logger.info("Task %s: %d train, %d validation, %s test samples, input %s, %d classes", where,
-                len(train_idx), n_val, "no" if x_test is None else len(x_test), spec.input_shape,
-                num_classes)
+    spec = TaskSpec(
+        input_shape=tuple(int(d) for d in x.shape[1:]),
+        num_classes=num_classes,
+        learning_rate=learning_rate,
+    )
+    logger.info(
+        "Task %s: %d train, %d validation, %s test samples, input %s, %d classes",
+        where,
+        len(train_idx),
+        n_val,
+        "no" if x_test is None else len(x_test),
+        spec.input_shape,
+        num_classes,
+    )
     return Task(key, spec, x[train_idx], y[train_idx], x[val_idx], y[val_idx], x_test, y_test)

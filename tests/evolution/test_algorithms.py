@@ -17,7 +17,12 @@ from evolution import ALGORITHMS, NSGA2, RegularizedEvolution, make_algorithm
 
 def score(genome: MLPGenome) -> tuple[float, int]:
     """A deterministic 'accuracy' and parameter count of a tiny MLP genome."""
-    acc = 0.5 + 0.1 * genome.layers - abs(genome.units - 16) / 64 + (genome.activation == "elu") * 0.05
+    acc = (
+        0.5
+        + 0.1 * genome.layers
+        - abs(genome.units - 16) / 64
+        + (genome.activation == "elu") * 0.05
+    )
     return acc, genome.units * genome.units * genome.layers + 11 * genome.units
 
 
@@ -76,8 +81,9 @@ def test_no_deap_classes_created_at_import_and_per_run_types() -> None:
 
 
 def test_regularized_evolution_kills_the_oldest_not_the_worst() -> None:
-    algo = RegularizedEvolution(TinyMLPSpace(), np.random.default_rng(1), population_size=3,
-                                sample_size=2)
+    algo = RegularizedEvolution(
+        TinyMLPSpace(), np.random.default_rng(1), population_size=3, sample_size=2
+    )
     for cid in range(1, 6):
         proposal = algo.ask()
         acc = 0.99 if cid == 1 else 0.1  # the first is by far the fittest

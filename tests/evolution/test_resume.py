@@ -24,25 +24,50 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 def final_population(run_dir: Path) -> list[tuple[str, list[float]]]:
     conn = sqlite3.connect(f"file:{run_dir / 'run.sqlite'}?mode=ro", uri=True)
-    state = json.loads(conn.execute(
-        "SELECT state FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()[0])
+    state = json.loads(
+        conn.execute("SELECT state FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()[0]
+    )
     conn.close()
     return [(ind["genome"], ind["fitness"]) for ind in state["algorithm"]["population"]]
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_loses_nothing_and_trains_nothing_twice(
-        tmp_path, npz_task, subprocess_env) -> None:
+    tmp_path, npz_task, subprocess_env
+) -> None:
     cli = [sys.executable, "-m", "evolution.cli"]
-    args = ["evolve", "--task", str(npz_task), "--space", "tiny_space:TinyMLPSpace",
-            "--population", "4", "--budget-evals", "9", "--epochs", "3", "--seed", "11",
-            "--no-progress", "--no-report"]
+    args = [
+        "evolve",
+        "--task",
+        str(npz_task),
+        "--space",
+        "tiny_space:TinyMLPSpace",
+        "--population",
+        "4",
+        "--budget-evals",
+        "9",
+        "--epochs",
+        "3",
+        "--seed",
+        "11",
+        "--no-progress",
+        "--no-report",
+    ]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run([*cli, *args, "--run-dir", str(reference)], env=subprocess_env, check=True,
-                   timeout=300, capture_output=True)
+    subprocess.run(
+        [*cli, *args, "--run-dir", str(reference)],
+        env=subprocess_env,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
 
-    proc = subprocess.Popen([*cli, *args, "--run-dir", str(killed)], env=subprocess_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cli, *args, "--run-dir", str(killed)],
+        env=subprocess_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     victim = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -63,9 +88,14 @@ def test_resume_after_sigkill_loses_nothing_and_trains_nothing_twice(
 
     before = {r["id"]: r for r in read_rows(killed) if r["status"] in ("done", "failed")}
     assert victim not in before
-    done = subprocess.run([*cli, "resume", str(killed), "--no-progress", "--no-report"],
-                          env=subprocess_env, check=True, timeout=300, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [*cli, "resume", str(killed), "--no-progress", "--no-report"],
+        env=subprocess_env,
+        check=True,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     assert "candidates trained" in done.stdout
 
     after = {r["id"]: r for r in read_rows(killed)}
@@ -78,5 +108,6 @@ def test_resume_after_sigkill_loses_nothing_and_trains_nothing_twice(
     assert len({r["hash"] for r in trained}) == len(trained)  # none trained twice
     assert final_population(killed) == final_population(reference)
     ref_rows = read_rows(reference)
-    assert [(r["hash"], r["seed"], r["status"]) for r in ref_rows] == \
-        [(r["hash"], r["seed"], r["status"]) for r in after.values()]
+    assert [(r["hash"], r["seed"], r["status"]) for r in ref_rows] == [
+        (r["hash"], r["seed"], r["status"]) for r in after.values()
+    ]

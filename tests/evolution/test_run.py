@@ -7,23 +7,34 @@ import sqlite3
 import keras
 import numpy as np
 import pytest
-from tiny_space import MLPGenome, TinyMLPSpace
+from tiny_space import MLPGenome
 
 from autoinit_nas.errors import FatalSearchError
 from evolution import Evolution, RunConfig, RunStore, export_best, write_report
 
 
 def small_config(task, **changes) -> RunConfig:
-    base = {"task": str(task), "space": "tiny_space:TinyMLPSpace", "population": 4,
-            "budget_evals": 6, "epochs": 2, "batch_size": 64, "seed": 0}
+    base = {
+        "task": str(task),
+        "space": "tiny_space:TinyMLPSpace",
+        "population": 4,
+        "budget_evals": 6,
+        "epochs": 2,
+        "batch_size": 64,
+        "seed": 0,
+    }
     return RunConfig(**{**base, **changes})
 
 
 def test_failing_candidates_are_recorded_and_the_run_completes(tmp_path, npz_task) -> None:
     raises = MLPGenome(units=8, activation="no_such_activation")  # Keras raises in build
     nan = MLPGenome(units=32, layers=3, learning_rate=1e30)  # the loss overflows to NaN
-    run = Evolution(tmp_path / "run", small_config(npz_task, budget_evals=5),
-                    seed_genomes=[raises, nan], progress=False)
+    run = Evolution(
+        tmp_path / "run",
+        small_config(npz_task, budget_evals=5),
+        seed_genomes=[raises, nan],
+        progress=False,
+    )
     summary = run.run()
     store = RunStore(tmp_path / "run", create=False)
     rows = {r.hash: r for r in store.candidates()}
@@ -42,8 +53,12 @@ def test_failing_candidates_are_recorded_and_the_run_completes(tmp_path, npz_tas
 
 def test_a_genome_seen_before_is_not_trained_again(tmp_path, npz_task) -> None:
     g = MLPGenome(units=4)
-    run = Evolution(tmp_path / "run", small_config(npz_task, budget_evals=3),
-                    seed_genomes=[g, g, MLPGenome(units=8), g], progress=False)
+    run = Evolution(
+        tmp_path / "run",
+        small_config(npz_task, budget_evals=3),
+        seed_genomes=[g, g, MLPGenome(units=8), g],
+        progress=False,
+    )
     run.run()
     store = RunStore(tmp_path / "run", create=False)
     rows = [r for r in store.candidates() if r.hash == g.hash()]
@@ -59,9 +74,21 @@ def test_store_schema_and_checkpoint(tmp_path, npz_task) -> None:
     with sqlite3.connect(tmp_path / "run" / "run.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         cols = {row[1] for row in conn.execute("PRAGMA table_info(candidates)")}
-        assert {"genome", "hash", "parents", "generation", "status", "val_accuracy", "val_loss",
-                "param_count", "seed", "started_at", "finished_at", "train_seconds",
-                "error"} <= cols
+        assert {
+            "genome",
+            "hash",
+            "parents",
+            "generation",
+            "status",
+            "val_accuracy",
+            "val_loss",
+            "param_count",
+            "seed",
+            "started_at",
+            "finished_at",
+            "train_seconds",
+            "error",
+        } <= cols
     store = RunStore(tmp_path / "run", create=False)
     state = store.latest_checkpoint()
     assert store.count("done", "failed") == 3
@@ -71,8 +98,9 @@ def test_store_schema_and_checkpoint(tmp_path, npz_task) -> None:
 
 
 def test_time_budget_and_train_seconds(tmp_path, npz_task) -> None:
-    config = small_config(npz_task, budget_evals=None, time_budget_s=4.0, epochs=1000,
-                          train_seconds=1.0)
+    config = small_config(
+        npz_task, budget_evals=None, time_budget_s=4.0, epochs=1000, train_seconds=1.0
+    )
     summary = Evolution(tmp_path / "run", config, progress=False).run()
     assert 1 <= summary.trained <= 6
     for r in RunStore(tmp_path / "run", create=False).candidates("done"):
@@ -81,8 +109,7 @@ def test_time_budget_and_train_seconds(tmp_path, npz_task) -> None:
 
 def test_report_and_export(tmp_path, npz_task) -> None:
     run_dir = tmp_path / "run"
-    Evolution(run_dir, small_config(npz_task, budget_evals=4, init="default"),
-              progress=False).run()
+    Evolution(run_dir, small_config(npz_task, budget_evals=4, init="default"), progress=False).run()
     md = write_report(run_dir)
     text = md.read_text()
     for name in ("fitness.png", "pareto.png", "best_network.png", "best_activation.png"):

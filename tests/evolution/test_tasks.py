@@ -35,8 +35,10 @@ def test_npz_with_and_without_test(tmp_path, npz_task) -> None:
     [
         ({"x": np.zeros((4, 2))}, "missing \\['x_train', 'y_train'\\]"),
         ({"x_train": np.zeros((4, 2)), "y_train": np.zeros(3)}, "4 samples, y_train has 3"),
-        ({"x_train": np.zeros((4, 2)), "y_train": np.zeros(4), "x_test": np.zeros((2, 2))},
-         "both x_test and y_test"),
+        (
+            {"x_train": np.zeros((4, 2)), "y_train": np.zeros(4), "x_test": np.zeros((2, 2))},
+            "both x_test and y_test",
+        ),
         ({"x_train": np.zeros((4, 2)), "y_train": np.array([0.5, 1, 0, 1])}, "integer class"),
         ({"x_train": np.full((4, 2), np.nan), "y_train": np.array([0, 1, 0, 1])}, "finite"),
         ({"x_train": np.zeros((4, 2)), "y_train": np.zeros(4)}, "at least 2 classes"),

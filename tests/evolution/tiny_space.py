@@ -49,13 +49,21 @@ class TinyMLPSpace(SearchSpace):
     """Genomes: width, depth, activation and learning rate of an MLP."""
 
     def sample(self, rng: np.random.Generator) -> MLPGenome:
-        return MLPGenome(int(rng.choice(UNITS)), int(rng.choice(LAYERS)),
-                         str(rng.choice(ACTIVATIONS)), float(rng.choice(LEARNING_RATES)))
+        return MLPGenome(
+            int(rng.choice(UNITS)),
+            int(rng.choice(LAYERS)),
+            str(rng.choice(ACTIVATIONS)),
+            float(rng.choice(LEARNING_RATES)),
+        )
 
     def mutate(self, genome: Genome, rng: np.random.Generator) -> MLPGenome:
         field_name = ("units", "layers", "activation", "learning_rate")[int(rng.integers(4))]
-        choices = {"units": UNITS, "layers": LAYERS, "activation": ACTIVATIONS,
-                   "learning_rate": LEARNING_RATES}[field_name]
+        choices = {
+            "units": UNITS,
+            "layers": LAYERS,
+            "activation": ACTIVATIONS,
+            "learning_rate": LEARNING_RATES,
+        }[field_name]
         value = choices[int(rng.integers(len(choices)))]
         return replace(genome, **{field_name: value})
 
@@ -68,15 +76,24 @@ class TinyMLPSpace(SearchSpace):
 
     def validate(self, genome: Genome) -> None:
         if not isinstance(genome, MLPGenome) or genome.units < 1 or genome.layers < 1:
-            raise InvalidGenomeError(f"Expected an MLPGenome with units, layers >= 1. Received: {genome}")
+            raise InvalidGenomeError(
+                f"Expected an MLPGenome with units, layers >= 1. Received: {genome}"
+            )
 
     def from_json(self, text: str) -> MLPGenome:
         import json
 
         return MLPGenome.from_dict(json.loads(text))
 
-    def build(self, genome: Genome, task: TaskSpec, *, init: str = "autoinit",
-              seed: int | None = None, **autoinit_options: Any) -> Any:
+    def build(
+        self,
+        genome: Genome,
+        task: TaskSpec,
+        *,
+        init: str = "autoinit",
+        seed: int | None = None,
+        **autoinit_options: Any,
+    ) -> Any:
         import keras
 
         if genome.crash_marker and not Path(genome.crash_marker).exists():
@@ -92,8 +109,11 @@ class TinyMLPSpace(SearchSpace):
             from autoinit_nas import initialize
 
             model.signal_report = initialize(model, seed=seed, **autoinit_options)
-        model.compile(optimizer=keras.optimizers.Adam(genome.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(genome.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         return model
 
 
