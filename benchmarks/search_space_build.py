@@ -33,7 +33,9 @@ GOAL_S = 0.050
 
 def random_genomes(n: int, max_layers: int, seed: int) -> list:
     """``n`` genomes (sampled, then 0-10 mutations) decoding to at most ``max_layers`` layers."""
-    space = NetworkSearchSpace(max_nodes=max_layers, sample_nodes=(2, max_layers - 4))
+    space = NetworkSearchSpace(
+        max_nodes=max_layers, sample_nodes=(2, max_layers - 4), input_shape=TASK.input_shape
+    )
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < n:

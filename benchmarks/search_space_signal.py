@@ -37,7 +37,7 @@ LOW, HIGH = 0.5, 2.0
 
 
 def random_genomes(n: int, seed: int) -> list:
-    space = NetworkSearchSpace(max_nodes=30, sample_nodes=(2, 20))
+    space = NetworkSearchSpace(max_nodes=30, sample_nodes=(2, 20), input_shape=TASK.input_shape)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):

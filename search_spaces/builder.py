@@ -71,6 +71,7 @@ def build_network(
     init: str = "autoinit",
     seed: int | None = None,
     compile: bool = True,
+    max_params: int | None = None,
     **autoinit_options: Any,
 ) -> keras.Model:
     """Decode ``genome`` for ``task``, initialize and compile it.
@@ -83,10 +84,13 @@ def build_network(
         seed: seed of the initialization (and of dropout).
         compile: compile with Adam(task.learning_rate), sparse categorical crossentropy and
             accuracy (default True).
+        max_params: reject (``InvalidGenomeError``) a genome whose model would have more
+            trainable parameters, before any Keras work (None: no limit).
         **autoinit_options: passed to ``autoinit_nas.initialize``.
 
     Raises:
-        InvalidGenomeError: when AutoInit finds no signal to scale (a ``SignalError``, e.g. a
+        InvalidGenomeError: when the model would exceed ``max_params``, or when AutoInit
+            finds no signal to scale (a ``SignalError``, e.g. a
             layer whose output is constant); the message gives the engine's reason.
 
     Returns:
@@ -102,6 +106,11 @@ def build_network(
             f"Received: init='default' with {sorted(autoinit_options)}"
         )
     plan = plan_network(genome, task.input_shape, task.num_classes)
+    if max_params is not None and plan.num_params > max_params:
+        raise InvalidGenomeError(
+            f"Genome {genome.hash()} is too large for input shape {tuple(task.input_shape)}: "
+            f"{plan.num_params:,} trainable parameters, more than max_params={max_params:,}."
+        )
     model = instantiate(plan, seed=seed, name=f"genome_{genome.hash()}", draw=init == "default")
     if init == "autoinit":
         from autoinit_nas import initialize

@@ -10,6 +10,7 @@ import numpy as np
 
 from autoinit_nas import _expression as expr
 from autoinit_nas.errors import InvalidGenomeError
+from search_spaces._plan import plan_network
 from search_spaces.activation import random_expression
 from search_spaces.base import Genome, SearchSpace, TaskSpec
 from search_spaces.network import (
@@ -68,6 +69,11 @@ class NetworkSearchSpace(SearchSpace):
         seeds: genomes ``sample`` may also return (mutated once): genomes, names in ``SEEDS``
             (``"mnist1d_mlp"``, ``"mnist1d_cnn"``) or genome JSON.
         seed_rate: probability that ``sample`` starts from one of ``seeds``.
+        max_params: most trainable parameters a built model may have; ``build`` rejects larger
+            genomes with ``InvalidGenomeError`` before any Keras work (None: no limit).
+        input_shape: the task's input shape, if known: ``sample`` and ``mutate`` then only
+            return genomes within ``max_params`` for it, and ``validate`` checks the limit.
+        num_classes: the task's number of classes (for the parameter count of the head).
     """
 
     def __init__(
@@ -79,6 +85,9 @@ class NetworkSearchSpace(SearchSpace):
         expression_rate: float = 0.2,
         seeds: tuple[NetworkGenome | str, ...] = (),
         seed_rate: float = 0.0,
+        max_params: int | None = 5_000_000,
+        input_shape: tuple[int, ...] | None = None,
+        num_classes: int = 10,
     ) -> None:
         sample_nodes = (int(sample_nodes[0]), int(sample_nodes[1]))
         if not 1 <= sample_nodes[0] <= sample_nodes[1] <= max_nodes:
@@ -92,6 +101,9 @@ class NetworkSearchSpace(SearchSpace):
         self.expression_rate = expression_rate
         self.seeds = tuple(resolve_genome(g) for g in seeds)
         self.seed_rate = seed_rate
+        self.max_params = max_params
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.num_classes = num_classes
         self._ops = list(OP_WEIGHTS)
         w = np.array([OP_WEIGHTS[o] for o in self._ops])
         self._op_p = w / w.sum()
@@ -123,15 +135,26 @@ class NetworkSearchSpace(SearchSpace):
         """A random chain of layer nodes with random skip edges, or a mutated seed genome."""
         if self.seeds and rng.random() < self.seed_rate:
             return self.mutate(_choice(rng, self.seeds), rng)
-        n = int(rng.integers(self.sample_nodes[0], self.sample_nodes[1] + 1))
-        nodes, src = [], INPUT
-        for k in range(n):
-            nodes.append(self.random_layer(f"n{k}", src, rng))
-            src = f"n{k}"
-        genome = NetworkGenome(tuple(nodes), src, _choice(rng, HEADS))
-        for _ in range(int(rng.poisson(self.skip_rate * n))):
-            genome = self._add_skip(genome, rng) or genome
-        return genome
+        while True:
+            n = int(rng.integers(self.sample_nodes[0], self.sample_nodes[1] + 1))
+            nodes, src = [], INPUT
+            for k in range(n):
+                nodes.append(self.random_layer(f"n{k}", src, rng))
+                src = f"n{k}"
+            genome = NetworkGenome(tuple(nodes), src, _choice(rng, HEADS))
+            for _ in range(int(rng.poisson(self.skip_rate * n))):
+                genome = self._add_skip(genome, rng) or genome
+            if self._fits(genome):
+                return genome
+
+    def num_params(self, genome: NetworkGenome, input_shape: tuple[int, ...]) -> int:
+        """Trainable parameters of ``genome`` built for ``input_shape`` (no Keras involved)."""
+        return plan_network(genome, input_shape, self.num_classes).num_params
+
+    def _fits(self, genome: NetworkGenome) -> bool:
+        if self.max_params is None or self.input_shape is None:
+            return True
+        return self.num_params(genome, self.input_shape) <= self.max_params
 
     def mutate(self, genome: Genome, rng: np.random.Generator) -> NetworkGenome:
         return self.mutate_named(genome, rng)[0]
@@ -150,13 +173,19 @@ class NetworkSearchSpace(SearchSpace):
             "change_activation": self._change_activation,
             "change_head": self._change_head,
         }
-        order = list(MUTATIONS)
-        rng.shuffle(order)
-        for name in order:
-            child = table[name](genome, rng)
-            if child is not None and child != genome:
-                return child, name
-        # Every genome can take an insertion unless it is full, and a full one can lose a node.
+        fallback = None
+        for _ in range(20):
+            order = list(MUTATIONS)
+            rng.shuffle(order)
+            for name in order:
+                child = table[name](genome, rng)
+                if child is not None and child != genome:
+                    if self._fits(child):
+                        return child, name
+                    fallback = fallback or (child, name)
+        if fallback is not None:  # nothing within max_params: build will reject it
+            return fallback
+        # change_head always applies, so this is unreachable.
         raise AssertionError(f"no mutation applies to genome {genome.hash()}")  # pragma: no cover
 
     def crossover(
@@ -195,6 +224,12 @@ class NetworkSearchSpace(SearchSpace):
                 f"Invalid genome {genome.hash()}: {len(genome)} nodes, more than the space's "
                 f"max_nodes={self.max_nodes}."
             )
+        if not self._fits(genome):
+            raise InvalidGenomeError(
+                f"Invalid genome {genome.hash()}: "
+                f"{self.num_params(genome, self.input_shape or ()):,} parameters for input shape "
+                f"{self.input_shape}, more than the space's max_params={self.max_params:,}."
+            )
 
     def from_json(self, text: str) -> NetworkGenome:
         try:
@@ -220,7 +255,9 @@ class NetworkSearchSpace(SearchSpace):
 
         if not isinstance(genome, NetworkGenome):
             raise InvalidGenomeError(f"Expected a NetworkGenome. Received: {type(genome).__name__}")
-        return build_network(genome, task, init=init, seed=seed, **autoinit_options)
+        return build_network(
+            genome, task, init=init, seed=seed, max_params=self.max_params, **autoinit_options
+        )
 
     # -- mutations (each returns None when it does not apply) ------------------------------
 

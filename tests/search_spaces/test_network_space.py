@@ -212,3 +212,20 @@ def test_seed_genomes_can_be_named_and_seed_the_population() -> None:
         assert len({n.id for n in genome.nodes} & ids) >= 4
     with pytest.raises(InvalidGenomeError, match="mnist1d_rnn"):
         NetworkSearchSpace(seeds=("mnist1d_rnn",))
+
+
+def test_parameter_limit_is_kept_by_sampling_and_enforced_by_build() -> None:
+    task = TASKS[0]
+    space = NetworkSearchSpace(max_params=20_000, input_shape=task.input_shape)
+    rng = np.random.default_rng(11)
+    genome = space.sample(rng)
+    for _ in range(100):
+        assert genome_size(genome, task)[1] <= 20_000
+        genome = space.mutate(genome, rng)
+    big = NetworkGenome(
+        (Node.make("a", "flatten", INPUT), Node.make("b", "dense", "a", units=1000)), "b"
+    )
+    with pytest.raises(InvalidGenomeError, match="max_params"):
+        space.validate(big)
+    with pytest.raises(InvalidGenomeError, match="51,010 trainable parameters"):
+        space.build(big, task)
