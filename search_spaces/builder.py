@@ -26,7 +26,7 @@ def _layer_class(name: str) -> type:
 
         return WeightedAdd
     if name == "ParametricActivation":
-        from autoinit_nas.parametric_activation import ParametricActivation
+        from autoinit_nas import ParametricActivation
 
         return ParametricActivation
     return getattr(keras.layers, name)

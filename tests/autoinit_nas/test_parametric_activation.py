@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from scipy import special
 
-from autoinit_nas.parametric_activation import ParametricActivation
+from autoinit_nas import ParametricActivation
 
 X = np.linspace(-6.0, 6.0, 121)
 
@@ -188,3 +191,18 @@ def test_saved_model_reloads_without_custom_objects(tmp_path: object) -> None:
     assert isinstance(again, ParametricActivation)
     assert again.parameter_values() == pytest.approx({"alpha": 0.7, "beta": 1.0, "gamma": -1.3})
     assert str(again) == str(act)
+    # A fresh process that only imports autoinit_nas reloads it too (no custom_objects).
+    np.save(tmp_path / "x.npy", x)  # type: ignore[operator]
+    code = (
+        "import sys, numpy as np, keras, autoinit_nas; "
+        "m = keras.saving.load_model(sys.argv[1]); "
+        "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0))"
+    )
+    out = tmp_path / "y.npy"  # type: ignore[operator]
+    subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(out)],  # type: ignore[operator]
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    np.testing.assert_allclose(np.load(out), model.predict(x, verbose=0), rtol=1e-6)

@@ -7,7 +7,7 @@ import collections
 import numpy as np
 import pytest
 
-from autoinit_nas.parametric_activation import ParametricActivation
+from autoinit_nas import ParametricActivation
 from search_spaces import (
     ActivationGenome,
     ActivationSearchSpace,
