@@ -1,0 +1,65 @@
+"""The autoinit-nas command line, called in this process."""
+
+from __future__ import annotations
+
+from evolution import RunStore
+from evolution.cli import build_parser, main
+
+
+def test_evolve_resume_report_export(tmp_path, npz_task, capsys) -> None:
+    run_dir = tmp_path / "run"
+    common = ["--no-progress"]
+    code = main(
+        [
+            "evolve",
+            "--task",
+            str(npz_task),
+            "--space",
+            "tiny_space:TinyMLPSpace",
+            "--population",
+            "2",
+            "--budget-evals",
+            "2",
+            "--epochs",
+            "1",
+            "--init",
+            "default",
+            "--run-dir",
+            str(run_dir),
+            *common,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"Report: {run_dir / 'report' / 'report.md'}" in out
+    assert (run_dir / "report" / "report.md").exists()
+    assert main(["resume", str(run_dir), "--budget-evals", "3", "--no-report", *common]) == 0
+    assert RunStore(run_dir, create=False).count("done", "failed") == 3
+    assert main(["export", str(run_dir), "-o", str(tmp_path / "best.keras")]) == 0
+    assert "reloads: True" in capsys.readouterr().out
+
+
+def test_errors_exit_2_with_a_message(tmp_path, capsys) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "run.sqlite" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "evolve",
+                "--task",
+                str(tmp_path / "x.csv"),
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    assert "Received: task=" in capsys.readouterr().err
+
+
+def test_defaults_are_a_short_mnist1d_run() -> None:
+    args = build_parser().parse_args(["evolve"])
+    assert args.task == "mnist1d" and args.space == "network" and args.workers == 0
+    assert args.budget_evals is None and args.time_budget is None  # -> 24 candidates
+    assert args.algorithm == "regularized" and args.init == "autoinit"
