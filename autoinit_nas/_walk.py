@@ -193,17 +193,17 @@ def probe(op: Any, node: Any, flat_in: list[Signal], args: tuple, kwargs: dict,
 
 
 # ------------------------------------------------------------------ measurement
-def measure_handler(records: dict[str, list[float]]) -> Handler:
-    """Run each op on real tensors in training mode and record each output's variance."""
+def measure_handler(records: dict[str, list[tuple[float, float, int]]]) -> Handler:
+    """Run each op on real tensors in training mode; record (sum, sum of squares, count) of
+    each call site's first output, so batches can be pooled."""
 
     def handle(op: Any, node: Any, flat_in: list[Any], args: tuple, kwargs: dict,
                path: str) -> list[Any]:
         if _calls_with_training(op):  # nodes record training=False: force training mode
             kwargs = {**kwargs, "training": True}
         outs = keras.tree.flatten(op(*args, **kwargs))
-        records.setdefault(path, []).append(
-            float(np.var(np.asarray(keras.ops.convert_to_numpy(outs[0]), dtype=np.float64)))
-        )
+        a = np.asarray(keras.ops.convert_to_numpy(outs[0]), dtype=np.float64)
+        records.setdefault(path, []).append((float(a.sum()), float(np.square(a).sum()), a.size))
         return outs
 
     return handle

@@ -58,7 +58,7 @@ def measure_variances(model: Any, *, samples: int = 256, seed: int = 0, input_me
             .astype(np.float32)) for t, m, v in zip(graph.inputs, means, variances)]
         records: dict[str, list[tuple[float, float]]] = {}
         sites: list = []
-        walk(graph, xs, _pooling_handler(measure_handler, records), sites=sites)
+        walk(graph, xs, measure_handler(records), sites=sites)
         if not order:
             order = [s.path for s in sites]
         for path, vals in records.items():
@@ -77,21 +77,6 @@ def measure_variances(model: Any, *, samples: int = 256, seed: int = 0, input_me
         mean = s1 / cnt
         out.append((path, s2 / cnt - mean**2))
     return out
-
-
-def _pooling_handler(make: Any, records: dict) -> Any:
-    raw: dict[str, list[float]] = {}
-    inner = make(raw)
-
-    def handle(op, node, flat_in, args, kwargs, path):
-        import keras
-
-        outs = inner(op, node, flat_in, args, kwargs, path)
-        a = np.asarray(keras.ops.convert_to_numpy(outs[0]), dtype=np.float64)
-        records.setdefault(path, []).append((float(a.sum()), float(np.square(a).sum()), a.size))
-        return outs
-
-    return handle
 
 
 @dataclass
