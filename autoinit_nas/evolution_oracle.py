@@ -135,12 +135,18 @@ class EvolutionOracle(keras_tuner.Oracle):
         if not isinstance(mutations, int) or mutations < 1:
             raise ValueError(f"Expected mutations >= 1. Received: mutations={mutations!r}")
         if not mutation_scale > 0:
-            raise ValueError(f"Expected mutation_scale > 0. Received: mutation_scale={mutation_scale!r}")
+            raise ValueError(
+                f"Expected mutation_scale > 0. Received: mutation_scale={mutation_scale!r}"
+            )
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**31 - 1)) + 1
         super().__init__(
-            objective=objective, max_trials=max_trials, hyperparameters=hyperparameters,
-            allow_new_entries=allow_new_entries, tune_new_entries=tune_new_entries, seed=seed,
+            objective=objective,
+            max_trials=max_trials,
+            hyperparameters=hyperparameters,
+            allow_new_entries=allow_new_entries,
+            tune_new_entries=tune_new_entries,
+            seed=seed,
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
@@ -157,11 +163,12 @@ class EvolutionOracle(keras_tuner.Oracle):
     def population(self) -> list[Any]:
         """The last ``population_size`` completed trials, oldest first."""
         done = [
-            self.trials[tid] for tid in self.end_order
+            self.trials[tid]
+            for tid in self.end_order
             if self.trials[tid].status == trial_module.TrialStatus.COMPLETED
             and self.trials[tid].score is not None
         ]
-        return done[-self.population_size:]
+        return done[-self.population_size :]
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         population = self.population()
@@ -174,7 +181,9 @@ class EvolutionOracle(keras_tuner.Oracle):
             values = self._random_values_rng()
             parent = None
         if values is None:
-            logger.info("EvolutionOracle: no new configuration found; the search space is exhausted")
+            logger.info(
+                "EvolutionOracle: no new configuration found; the search space is exhausted"
+            )
             return {"status": trial_module.TrialStatus.STOPPED, "values": None}
         self.parents[trial_id] = None if parent is None else parent.trial_id
         return {"status": trial_module.TrialStatus.RUNNING, "values": values}
@@ -218,14 +227,19 @@ class EvolutionOracle(keras_tuner.Oracle):
             return None
         for _ in range(_MAX_TRIES):
             k = min(self.mutations, len(candidates))
-            chosen = [candidates[i] for i in self._rng.choice(len(candidates), size=k, replace=False)]
+            chosen = [
+                candidates[i] for i in self._rng.choice(len(candidates), size=k, replace=False)
+            ]
             child = dict(base)
             for hp in chosen:
                 child[hp.name] = mutate_value(hp, child[hp.name], self._rng, self.mutation_scale)
             child = self._complete(child)
             if not self._duplicate(child):
-                logger.debug("EvolutionOracle: child of trial %s, mutated %s",
-                             parent.trial_id, [hp.name for hp in chosen])
+                logger.debug(
+                    "EvolutionOracle: child of trial %s, mutated %s",
+                    parent.trial_id,
+                    [hp.name for hp in chosen],
+                )
                 return child
         return None
 
@@ -247,12 +261,16 @@ class EvolutionOracle(keras_tuner.Oracle):
         evo = state["evolution"]
         for key in ("population_size", "sample_size", "mutations", "mutation_scale"):
             if getattr(self, key) != evo[key]:
-                logger.warning("EvolutionOracle: resuming with the saved %s=%r (constructor "
-                               "gave %r)", key, evo[key], getattr(self, key))
+                logger.warning(
+                    "EvolutionOracle: resuming with the saved %s=%r (constructor gave %r)",
+                    key,
+                    evo[key],
+                    getattr(self, key),
+                )
             setattr(self, key, evo[key])
         self.parents = dict(evo["parents"])
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = evo["rng_state"]
+        self._rng = np.random.default_rng(self.seed)
+        self._rng.bit_generator.state = evo["rng_state"]  # continue the saved stream
 
 
 def _valid(hp: Any, value: Any) -> bool:
@@ -331,10 +349,17 @@ class EvolutionTuner(keras_tuner.Tuner):
     ) -> None:
         self.seed = seed
         oracle = EvolutionOracle(
-            objective=objective, max_trials=max_trials, population_size=population_size,
-            sample_size=sample_size, mutations=mutations, mutation_scale=mutation_scale,
-            seed=seed, hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-            allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
+            objective=objective,
+            max_trials=max_trials,
+            population_size=population_size,
+            sample_size=sample_size,
+            mutations=mutations,
+            mutation_scale=mutation_scale,
+            seed=seed,
+            hyperparameters=hyperparameters,
+            tune_new_entries=tune_new_entries,
+            allow_new_entries=allow_new_entries,
+            max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
         super().__init__(oracle, hypermodel, **kwargs)

@@ -153,11 +153,14 @@ class AutoInitHyperModel(keras_tuner.HyperModel):
         model.signal_report = report
         logger.debug(
             "AutoInitHyperModel: initialized '%s' with seed %d (output variance %s)",
-            model.name, seed, report.output_vars,
+            model.name,
+            seed,
+            report.output_vars,
         )
         return model
 
-    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any,
-            **kwargs: Any) -> Any:
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
+    ) -> Any:
         """Trains with the wrapped HyperModel's ``fit`` (``model.fit`` unless it overrides it)."""
         return self.hypermodel.fit(hp, model, *args, **kwargs)

@@ -11,3 +11,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def pytest_collection_finish(session) -> None:
+    """Freeze the objects imported so far (TensorFlow, keras-tuner, Ray) out of the collector:
+    keras-tuner calls gc.collect() before every build, which otherwise walks them all each time."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
