@@ -192,7 +192,9 @@ class AutoInitTuneCallback(TuneReportCheckpointCallback):
             return
         try:
             trial_id = tune.get_context().get_trial_id()
-        except Exception:  # not inside a Tune trial (e.g. a plain fit): nothing to write into
+        except Exception:  # no Tune session at all
+            trial_id = None
+        if trial_id is None:  # a plain fit outside Tune: there is no trial directory
             logger.debug("Not in a Ray Tune trial; %s not written", self.report_file)
             return
         payload = {"trial_id": trial_id, "summary": self.summary, "report": self.report.to_dict()}
