@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from autoinit_nas._mixture import Mixture, channel_moments
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._signal import Signal, Source
 
@@ -25,6 +26,7 @@ __all__ = [
     "is_identity",
     "NON_ELEMENTWISE",
     "softmax_mixture_weight",
+    "sum_mixture",
 ]
 
 IDENTITY = PiecewiseLinear((), (1.0,), (0.0,))
@@ -91,10 +93,73 @@ def _compose(outer: Callable, inner: Callable) -> Callable:
     return composed
 
 
+def _mixable(fn: Any) -> bool:
+    """Functions a per-channel mixture can go through (not per-element slopes, as PReLU's)."""
+    return not (isinstance(fn, PiecewiseLinear) and any(np.ndim(s) for s in fn.slopes))
+
+
+def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signal:
+    """fn of a non-Gaussian sum: exact per channel through the mixture, per element on the maps.
+
+    The maps carry the element-to-element variation (padding borders, per-channel offsets) under
+    a Gaussian rule; the mixture gives, per channel, how far the true moments are from that rule,
+    which corrects every element of the channel (mean and variance shifted by the difference:
+    exact for the typical element, and bounded for the others, where a ratio could explode).
+    """
+    mix = x.mixture
+    exact_mean, exact_var, out_mix = mix.apply(fn)
+    src = Source(np.asarray(x.mean), np.asarray(x.var), fn)
+    if not x.is_map:
+        return Signal(np.asarray(float(exact_mean[0])), np.asarray(float(exact_var[0])), x.shape,
+                      src, out_mix)
+    first, second = gaussian_moments(fn, x.mean, x.var)
+    var = np.maximum(second - first**2, 0.0)
+    mean_c, var_c = mix.moments()
+    g_first, g_second = gaussian_moments(fn, mean_c, var_c)
+    g_var = np.maximum(g_second - g_first**2, 0.0)
+    return Signal(np.asarray(first + (exact_mean - g_first)),
+                  np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix)
+
+
+def _mixture_of(x: Signal, channels: int) -> Mixture | None:
+    """The signal's per-channel mixture, made from its source if needed; None if Gaussian."""
+    mix = x.mixture
+    if mix is None and x.source is not None and _mixable(x.source.fn):
+        mean, var = channel_moments(x.source.mean, x.source.var, channels)
+        mix = Mixture.of_function(x.source.fn, mean, var)
+    if mix is None or mix.channels == channels:
+        return mix
+    if mix.channels != 1:
+        return None
+    return Mixture(*(np.repeat(a, channels, axis=0) for a in
+                     (mix.atoms, mix.probs, mix.spread, mix.noise_mean, mix.noise_var)))
+
+
+def sum_mixture(xs: list[Signal], coeffs: Any, out_shape: tuple[int, ...]) -> Mixture | None:
+    """Mixture of ``sum_i coeffs[i] * xs[i]`` (independent inputs), or None if all are Gaussian."""
+    channels = out_shape[-1] if out_shape and any(x.is_map for x in xs) else 1
+    parts = [_mixture_of(x, channels) for x in xs]
+    if all(p is None for p in parts):
+        return None
+    out: Mixture | None = None
+    gauss_mean, gauss_var = np.zeros(channels), np.zeros(channels)
+    for x, c, part in zip(xs, coeffs, parts, strict=True):
+        if part is None:
+            mean, var = channel_moments(x.mean, x.var, channels)
+            gauss_mean, gauss_var = gauss_mean + c * mean, gauss_var + c * c * var
+        elif out is None:
+            out = part.shifted(0.0, 0.0, scale=c)
+        else:
+            out = out.plus(part, scale=c)
+    return out.shifted(gauss_mean, gauss_var)
+
+
 def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signal:
     """Moments of fn(x) for a numpy elementwise fn, working on the Gaussian under x if known."""
     if is_identity(fn):
         return x
+    if x.mixture is not None and _mixable(fn):
+        return _through_mixture(fn, x)
     if x.source is not None:
         pre_mean, pre_var = x.source.mean, x.source.var
         full = _compose(fn, x.source.fn)

@@ -16,6 +16,7 @@ from autoinit_nas._functions import (
     as_numpy_fn,
     monte_carlo,
     piecewise_relu,
+    sum_mixture,
 )
 from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_iid
 from autoinit_nas._registry import register_estimator
@@ -117,11 +118,16 @@ def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...]) -> Si
         mean = sign * mean
     else:
         raise ValueError(f"Unknown merge kind: {kind!r}")
+    coeffs = {"add": [1.0] * len(xs), "subtract": [1.0, -1.0],
+              "average": [1.0 / len(xs)] * len(xs)}.get(kind)
+    mixture = None if coeffs is None else sum_mixture(xs, coeffs, out_shape)
     scalar = not any(x.is_map for x in xs)
     if scalar:
-        return Signal.scalar(float(np.mean(mean)), float(np.mean(var)), out_shape)
+        return replace(Signal.scalar(float(np.mean(mean)), float(np.mean(var)), out_shape),
+                       mixture=mixture)
     return Signal(np.broadcast_to(mean, out_shape).astype(float),
-                  np.maximum(np.broadcast_to(var, out_shape), 0).astype(float), out_shape)
+                  np.maximum(np.broadcast_to(var, out_shape), 0).astype(float), out_shape,
+                  mixture=mixture)
 
 
 for _cls, _kind in ((L.Add, "add"), (L.Subtract, "subtract"), (L.Average, "average"),

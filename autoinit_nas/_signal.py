@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from autoinit_nas._mixture import Mixture
 from autoinit_nas.errors import SignalError
 
 __all__ = ["Signal", "Source"]
@@ -32,12 +33,15 @@ class Signal:
 
     In expected mode ``mean`` and ``var`` are 0-d arrays (one value for the whole tensor); in
     realized mode they are maps of the sample's shape. ``shape`` is the sample shape either way.
+    ``source`` (the signal is exactly ``fn`` of a Gaussian) and ``mixture`` (the per-channel
+    shape of a non-Gaussian sum) are kept only by the operations that preserve them.
     """
 
     mean: np.ndarray
     var: np.ndarray
     shape: tuple[int, ...]
     source: Source | None = None
+    mixture: Mixture | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @staticmethod
@@ -72,6 +76,7 @@ class Signal:
             np.broadcast_to(self.var, self.shape).astype(float),
             self.shape,
             self.source,
+            self.mixture,
         )
 
     def collapse(self) -> Signal:

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from autoinit_nas._context import Context, Estimate
+from autoinit_nas._functions import sum_mixture
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 
@@ -88,19 +89,21 @@ def _weighted_add(layer: WeightedAdd, inputs: list[Signal], ctx: Context, node: 
                 )
         coeffs = np.array([math.sqrt(ctx.target / (v * n)) for v in variances])
         if ctx.realized and any(x.is_map for x in inputs):  # exact realized variance
-            total = _combine(inputs, coeffs, out_shape).total_var
+            total = _combine(inputs, coeffs, out_shape, shape_too=False).total_var
             coeffs = coeffs * math.sqrt(ctx.target / total)
         plan = {layer.coefficient.path: coeffs}
     return Estimate([_combine(inputs, coeffs, out_shape)], plan, None)
 
 
-def _combine(inputs: list[Signal], coeffs: np.ndarray, out_shape: tuple[int, ...]) -> Signal:
+def _combine(inputs: list[Signal], coeffs: np.ndarray, out_shape: tuple[int, ...],
+             shape_too: bool = True) -> Signal:
     mean = sum(c * x.mean for c, x in zip(coeffs, inputs))
     var = sum(c * c * x.var for c, x in zip(coeffs, inputs))
+    mixture = sum_mixture(inputs, [float(c) for c in coeffs], out_shape) if shape_too else None
     if any(x.is_map for x in inputs):
         return Signal(np.broadcast_to(mean, out_shape).astype(float),
-                      np.broadcast_to(var, out_shape).astype(float), out_shape)
-    return Signal.scalar(float(mean), float(var), out_shape)
+                      np.broadcast_to(var, out_shape).astype(float), out_shape, mixture=mixture)
+    return Signal(np.asarray(float(mean)), np.asarray(float(var)), out_shape, mixture=mixture)
 
 
 def rewrite_residuals(model: keras.Model) -> keras.Model:
