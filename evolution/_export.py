@@ -87,7 +87,7 @@ def export_best(
             seed=config.seed,
             learning_rate=config.learning_rate,
         )
-        space = space or resolve_space(config.space, config.space_options)
+        space = space or resolve_space(config.space, config.space_options, task=task.spec)
         n_epochs = epochs or record.epochs_run or config.epochs
         keras.backend.clear_session()
         keras.utils.set_random_seed(record.seed)

@@ -132,12 +132,12 @@ def write_report(
     best = max(done, key=lambda r: (r.val_accuracy or 0.0, -r.id), default=None)
     if best is not None and spec_data is not None:
         try:
-            space = space or resolve_space(config.space, config.space_options)
             spec = TaskSpec(
                 tuple(spec_data["input_shape"]),
                 spec_data["num_classes"],
                 spec_data.get("learning_rate", 1e-3),
             )
+            space = space or resolve_space(config.space, config.space_options, task=spec)
             figures.update(_best_model_figures(space, best, spec, out, notes))
         except Exception as exc:
             notes.append(f"Best-network figures skipped: {exc}")

@@ -121,7 +121,7 @@ class Evolution:
         self.space = (
             space
             if space is not None
-            else resolve_space(self.config.space, self.config.space_options)
+            else resolve_space(self.config.space, self.config.space_options, task=self.task.spec)
         )
         spec = self.task.spec
         self.store.set_meta(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from autoinit_nas.errors import FatalSearchError
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, TaskSpec
 
 __all__ = ["SPACE_NAMES", "resolve_space", "space_spec"]
 
@@ -23,13 +24,31 @@ def space_spec(space: SearchSpace) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def resolve_space(spec: str, options: dict[str, Any] | None = None) -> SearchSpace:
+def _task_options(cls: type, options: dict[str, Any], task: TaskSpec | None) -> dict[str, Any]:
+    """``input_shape`` and ``num_classes`` of the task, for constructors that take them."""
+    if task is None:
+        return {}
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # builtins or C extensions: nothing to inspect
+        return {}
+    known = {"input_shape": tuple(task.input_shape), "num_classes": task.num_classes}
+    return {k: v for k, v in known.items() if k in params and k not in options}
+
+
+def resolve_space(
+    spec: str, options: dict[str, Any] | None = None, *, task: TaskSpec | None = None
+) -> SearchSpace:
     """Instantiate a search space.
 
     Args:
         spec: a short name (``network``, ``activation``) or ``package.module:ClassName`` of a
             ``SearchSpace`` subclass (importable in every worker process).
         options: keyword arguments of the class's constructor.
+        task: the task the space will be built for. A constructor that takes ``input_shape``
+            or ``num_classes`` (as ``NetworkSearchSpace`` does) gets the task's, unless
+            ``options`` sets them: the space then knows every genome's parameter count and
+            never proposes one over its ``max_params``.
 
     Raises:
         FatalSearchError: the name is unknown, the import fails, or the class is no SearchSpace.
@@ -55,6 +74,7 @@ def resolve_space(spec: str, options: dict[str, Any] | None = None) -> SearchSpa
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
         raise FatalSearchError(f"Expected a SearchSpace subclass. Received: {spec!r} is {cls!r}")
+    options = {**_task_options(cls, options, task), **options}
     try:
         return cls(**options)
     except TypeError as exc:
