@@ -113,6 +113,7 @@ class EvolutionSearcher(Searcher):
     Raises:
         TypeError: ``space`` cannot sample or mutate.
         ValueError: bad sizes, an unknown mode, or more initial genomes than the population.
+        InvalidGenomeError: an initial genome the space rejects (a ``ValueError``).
     """
 
     def __init__(
@@ -369,11 +370,14 @@ class EvolutionSearcher(Searcher):
 
     @staticmethod
     def _resolve(space: SearchSpace, genome: Genome | str) -> Genome:
-        if isinstance(genome, Genome):
-            return genome
+        # Validated here: the state stores genomes as JSON and parses them back with the space.
         if isinstance(genome, str) and genome.lstrip().startswith("{"):
-            return space.from_json(genome)
-        return resolve_genome(genome)
+            genome = space.from_json(genome)
+        elif not isinstance(genome, Genome):
+            genome = resolve_genome(genome)
+        if callable(getattr(space, "validate", None)):
+            space.validate(genome)
+        return genome
 
     def _ask(self) -> Proposal | None:
         try:
