@@ -25,7 +25,7 @@ __all__ = [
 
 HALF_WIDTH = 12.0  # integrate over mu +- 12 sigma: the Gaussian tail beyond is < 1e-32
 SCALAR_NODES = 20001
-MAP_BUDGET = 3_000_000  # function evaluations allowed for one map in realized mode
+MAP_BUDGET = 400_000  # function evaluations allowed for one map in realized mode
 
 
 def normal_pdf(z: np.ndarray) -> np.ndarray:
