@@ -53,7 +53,9 @@ def check_space(space: Any) -> None:
     implemented fails here rather than in the middle of a Tune run.
     """
     name = type(space).__name__
-    missing = [m for m in ("sample", "mutate", "from_json") if not callable(getattr(space, m, None))]
+    missing = [
+        m for m in ("sample", "mutate", "from_json") if not callable(getattr(space, m, None))
+    ]
     if missing:
         raise TypeError(
             "Expected a search space with sample(rng), mutate(genome, rng) and from_json(text) "
@@ -287,8 +289,14 @@ class EvolutionSearcher(Searcher):
         if signed is not None and self._mode == "min":
             signed = -signed
         fitness = WORST_FITNESS if error or signed is None else signed
-        pending = {"id": self._new_id(""), "genome": genome.to_json(), "hash": genome.hash(),
-                   "parents": [], "generation": 0, "origin": "evaluated"}
+        pending = {
+            "id": self._new_id(""),
+            "genome": genome.to_json(),
+            "hash": genome.hash(),
+            "parents": [],
+            "generation": 0,
+            "origin": "evaluated",
+        }
         self._tell(pending, fitness)
         self._fitness_by_hash[pending["hash"]] = fitness
 
@@ -332,7 +340,9 @@ class EvolutionSearcher(Searcher):
         if state["population_size"] != self.population_size:
             logger.warning(
                 "Restoring a population of size %d into a searcher made with %d; keeping %d",
-                state["population_size"], self.population_size, state["population_size"],
+                state["population_size"],
+                self.population_size,
+                state["population_size"],
             )
         self.population_size = self._algorithm.population_size = state["population_size"]
         self.sample_size = self._algorithm.sample_size = state["sample_size"]
@@ -408,9 +418,13 @@ class EvolutionSearcher(Searcher):
         original = next(
             (t["trial_id"] for t in reversed(self.trials) if t["genome_hash"] == genome_hash), ""
         )
-        pending = {"id": self._new_id(original), "genome": proposal.genome.to_json(),
-                   "parents": list(proposal.parents), "generation": proposal.generation,
-                   "origin": proposal.origin}
+        pending = {
+            "id": self._new_id(original),
+            "genome": proposal.genome.to_json(),
+            "parents": list(proposal.parents),
+            "generation": proposal.generation,
+            "origin": proposal.origin,
+        }
         self._tell(pending, self._fitness_by_hash[genome_hash])
 
     def _unsigned(self, fitness: float) -> float:

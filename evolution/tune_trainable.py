@@ -67,7 +67,9 @@ def make_trainable(
         space = NetworkSearchSpace(
             input_shape=task_obj.spec.input_shape, num_classes=task_obj.spec.num_classes
         )
-    missing = [m for m in ("from_json", "validate", "build") if not callable(getattr(space, m, None))]
+    missing = [
+        m for m in ("from_json", "validate", "build") if not callable(getattr(space, m, None))
+    ]
     if missing:
         raise TypeError(
             "Expected a search space with from_json, validate and build (a "

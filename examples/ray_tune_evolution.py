@@ -55,8 +55,13 @@ def main() -> None:
 
     task = load_task("mnist1d")
     if args.quick:
-        task = dataclasses.replace(task, x_train=task.x_train[:600], y_train=task.y_train[:600],
-                                   x_val=task.x_val[:200], y_val=task.y_val[:200])
+        task = dataclasses.replace(
+            task,
+            x_train=task.x_train[:600],
+            y_train=task.y_train[:600],
+            x_val=task.x_val[:200],
+            y_val=task.y_val[:200],
+        )
     space = NetworkSearchSpace(
         input_shape=task.spec.input_shape,
         num_classes=task.spec.num_classes,
@@ -69,8 +74,9 @@ def main() -> None:
         cpus=args.cpus_per_trial,
         gpus=args.gpus_per_trial,
     )
-    ray.init(include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": dict(WORKER_ENV)})
+    ray.init(
+        include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(WORKER_ENV)}
+    )
     storage = str(Path(args.out).resolve())
     experiment = Path(storage) / args.name
     if args.resume and tune.Tuner.can_restore(str(experiment)):
@@ -85,8 +91,10 @@ def main() -> None:
             seed=args.seed,
             initial=[] if args.quick else ["mnist1d_cnn"],
         )
-        scheduler = None if args.quick else ASHAScheduler(
-            max_t=args.epochs, grace_period=2, reduction_factor=2
+        scheduler = (
+            None
+            if args.quick
+            else ASHAScheduler(max_t=args.epochs, grace_period=2, reduction_factor=2)
         )
         tuner = tune.Tuner(
             trainable,
@@ -111,10 +119,12 @@ def main() -> None:
     best = results.get_best_result()
     frame = results.get_dataframe()
     print(f"{len(frame)} trials, {results.num_errors} errors")
-    print(f"best trial {best.metrics['trial_id']}: val_accuracy {best.metrics['val_accuracy']:.3f}, "
-          f"{best.metrics['param_count']} parameters, genome {best.config['genome_hash']} "
-          f"({best.config['origin']}), AutoInit max/min layer variance "
-          f"{best.metrics['autoinit_max_var']:.3g}/{best.metrics['autoinit_min_var']:.3g}")
+    print(
+        f"best trial {best.metrics['trial_id']}: val_accuracy {best.metrics['val_accuracy']:.3f}, "
+        f"{best.metrics['param_count']} parameters, genome {best.config['genome_hash']} "
+        f"({best.config['origin']}), AutoInit max/min layer variance "
+        f"{best.metrics['autoinit_max_var']:.3g}/{best.metrics['autoinit_min_var']:.3g}"
+    )
     out = experiment / "best_genome.json"
     out.write_text(json.dumps(json.loads(best.config["genome"]), indent=1))
     print(f"best genome written to {out}; signal reports in {experiment / 'signal_reports.jsonl'}")

@@ -30,17 +30,24 @@ def train_mnist1d(config: dict, data: dict) -> None:
     keras.utils.set_random_seed(config["seed"])
     model = keras.Sequential([keras.Input(data["x_train"].shape[1:])])
     for _ in range(config["blocks"]):
-        model.add(keras.layers.Conv1D(config["filters"], config["kernel"], padding="same",
-                                      activation=config["activation"]))
+        model.add(
+            keras.layers.Conv1D(
+                config["filters"], config["kernel"], padding="same", activation=config["activation"]
+            )
+        )
         model.add(keras.layers.MaxPooling1D(2))
     model.add(keras.layers.GlobalAveragePooling1D())
     model.add(keras.layers.Dense(10, activation="softmax"))
-    model.compile(keras.optimizers.Adam(config["lr"]), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(config["lr"]), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(
-        data["x_train"], data["y_train"],
+        data["x_train"],
+        data["y_train"],
         validation_data=(data["x_val"], data["y_val"]),
-        epochs=config["epochs"], batch_size=64, verbose=0,
+        epochs=config["epochs"],
+        batch_size=64,
+        verbose=0,
         callbacks=[AutoInitTuneCallback(seed=config["seed"])],  # <- the one line
     )
 
@@ -64,8 +71,12 @@ def main() -> None:
 
     task = load_task("mnist1d")
     n_train, n_val = (600, 200) if args.quick else (len(task.x_train), len(task.x_val))
-    data = {"x_train": task.x_train[:n_train], "y_train": task.y_train[:n_train],
-            "x_val": task.x_val[:n_val], "y_val": task.y_val[:n_val]}
+    data = {
+        "x_train": task.x_train[:n_train],
+        "y_train": task.y_train[:n_train],
+        "x_val": task.x_val[:n_val],
+        "y_val": task.y_val[:n_val],
+    }
     ray.init(include_dashboard=False, log_to_driver=False)
     param_space = {
         "filters": tune.choice([16, 32, 64]),
@@ -80,26 +91,39 @@ def main() -> None:
         tune.with_resources(tune.with_parameters(train_mnist1d, data=data), {"cpu": 1}),
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric="val_accuracy", mode="max", num_samples=args.samples,
+            metric="val_accuracy",
+            mode="max",
+            num_samples=args.samples,
             scheduler=None if args.quick else ASHAScheduler(grace_period=2, max_t=args.epochs),
-            max_concurrent_trials=1 if args.quick else 2, reuse_actors=True,
+            max_concurrent_trials=1 if args.quick else 2,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            storage_path=str(Path(args.out).resolve()), name="own_trainable",
-            verbose=0 if args.quick else 1, callbacks=[SignalReportCollector()],
+            storage_path=str(Path(args.out).resolve()),
+            name="own_trainable",
+            verbose=0 if args.quick else 1,
+            callbacks=[SignalReportCollector()],
         ),
     )
     results = tuner.fit()
     best = results.get_best_result()
     print(f"{len(results)} trials, {results.num_errors} errors")
-    print(f"best config {({k: v for k, v in best.config.items() if k != 'epochs'})}: "
-          f"val_accuracy {best.metrics['val_accuracy']:.3f}")
-    rows = [json.loads(line) for line in
-            (Path(results.experiment_path) / "signal_reports.jsonl").read_text().splitlines()]
+    print(
+        f"best config { ({k: v for k, v in best.config.items() if k != 'epochs'}) }: "
+        f"val_accuracy {best.metrics['val_accuracy']:.3f}"
+    )
+    rows = [
+        json.loads(line)
+        for line in (Path(results.experiment_path) / "signal_reports.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     print("trial     AutoInit max var  min var   output var  seconds")
     for row in rows:
-        print(f"{row['trial_id']:<9} {row['autoinit_max_var']:>16.3g} {row['autoinit_min_var']:>8.3g}"
-              f" {row['autoinit_output_var']:>11.3g} {row['autoinit_seconds']:>8.3f}")
+        print(
+            f"{row['trial_id']:<9} {row['autoinit_max_var']:>16.3g} {row['autoinit_min_var']:>8.3g}"
+            f" {row['autoinit_output_var']:>11.3g} {row['autoinit_seconds']:>8.3f}"
+        )
     ray.shutdown()
 
 

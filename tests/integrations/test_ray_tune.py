@@ -1,14 +1,14 @@
-"""Ray Tune integration: EvolutionSearcher, make_trainable, AutoInitTuneCallback, the collector.
+"""Ray Tune integration in real Ray Tune: EvolutionSearcher with make_trainable, ASHA, resume,
+AutoInitTuneCallback in a user's trainable, SignalReportCollector, the examples.
 
-The searcher's protocol tests drive ``suggest`` / ``on_trial_complete`` directly (no Ray
-workers); the others run real Ray Tune on a local Ray started once per session.
+Ray starts once per session (2 CPUs). The searcher's protocol on its own is tested in
+``test_tune_searcher.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import signal
@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tiny_space import MLPGenome, TinyMLPSpace  # noqa: E402
 
 from evolution import load_task  # noqa: E402
-from search_spaces import Genome, NetworkSearchSpace  # noqa: E402
+from search_spaces import NetworkSearchSpace  # noqa: E402
 
 ray = pytest.importorskip("ray")
 tune = pytest.importorskip("ray.tune")
@@ -82,26 +82,12 @@ def tiny_task():
 
 def tiny_network_space() -> NetworkSearchSpace:
     return NetworkSearchSpace(
-        input_shape=(40, 1), sample_nodes=(1, 2), max_nodes=4, max_params=5000,
+        input_shape=(40, 1),
+        sample_nodes=(1, 2),
+        max_nodes=4,
+        max_params=5000,
         expression_rate=0.0,
     )
-
-
-def score(genome: MLPGenome) -> float:
-    """A made-up fitness that prefers wide, deep tanh networks."""
-    return genome.units / 32 + genome.layers / 3 + (genome.activation == "tanh")
-
-
-def drive(searcher: EvolutionSearcher, n: int, start: int = 0) -> list[tuple[str, dict]]:
-    """Suggest and complete ``n`` trials one by one with ``score`` as the metric."""
-    out = []
-    for i in range(start, start + n):
-        trial_id = f"t{i:03d}"
-        config = searcher.suggest(trial_id)
-        genome = TinyMLPSpace().from_json(config["genome"])
-        searcher.on_trial_complete(trial_id, {METRIC: score(genome)})
-        out.append((trial_id, config))
-    return out
 
 
 def local_summary(space, task, config) -> dict[str, float]:
@@ -115,204 +101,7 @@ def local_summary(space, task, config) -> dict[str, float]:
     return signal_summary(model.signal_report, model)
 
 
-# -- wrong use --------------------------------------------------------------------------------
-
-
-class NoMutate:
-    def sample(self, rng):
-        return MLPGenome()
-
-    def from_json(self, text):
-        return MLPGenome()
-
-
-class MutateNotImplemented(TinyMLPSpace):
-    def mutate(self, genome: Genome, rng: np.random.Generator) -> Genome:
-        raise NotImplementedError("no mutations here")
-
-
-def test_space_that_cannot_mutate_is_rejected() -> None:
-    with pytest.raises(TypeError, match="NoMutate without mutate"):
-        EvolutionSearcher(NoMutate(), METRIC, "max")
-    with pytest.raises(TypeError, match="MutateNotImplemented.*NotImplementedError"):
-        EvolutionSearcher(MutateNotImplemented(), METRIC, "max")
-    with pytest.raises(TypeError, match="search space"):
-        EvolutionSearcher(object(), METRIC, "max")
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"population_size": 1}, "population_size >= 2"),
-        ({"population_size": 4, "sample_size": 5}, "sample_size <= population_size"),
-        ({"sample_size": 0}, "1 <= sample_size"),
-        ({"mode": "maximize"}, "mode 'min' or 'max'"),
-        ({"initial": [MLPGenome(units=u) for u in (4, 8, 16)], "population_size": 2},
-         "at most population_size=2 initial"),
-        ({"max_duplicates": -1}, "max_duplicates >= 0"),
-    ],
-)
-def test_bad_arguments(kwargs, match) -> None:
-    kwargs = {"mode": "max", **kwargs}
-    with pytest.raises(ValueError, match=match):
-        EvolutionSearcher(TinyMLPSpace(), METRIC, **kwargs)
-
-
-def test_initial_genomes_must_be_valid_for_the_space() -> None:
-    from autoinit_nas import InvalidGenomeError
-
-    with pytest.raises(InvalidGenomeError, match="max_nodes=4"):
-        EvolutionSearcher(tiny_network_space(), METRIC, "max", initial=["mnist1d_cnn"])
-    with pytest.raises(InvalidGenomeError, match="units, layers >= 1"):
-        EvolutionSearcher(TinyMLPSpace(), METRIC, "max", initial=[MLPGenome(units=0)])
-
-
-def test_metric_and_mode_missing_fail_at_first_suggest() -> None:
-    searcher = EvolutionSearcher(TinyMLPSpace(), population_size=3, seed=0)  # fine so far
-    with pytest.raises(ValueError, match=r"needs a metric and a mode.*metric=None, mode=None"):
-        searcher.suggest("a")
-    assert searcher.set_search_properties(METRIC, "max", {"epochs": 1})
-    assert "genome" in searcher.suggest("a")
-    with pytest.raises(ValueError, match="only constants in param_space"):
-        searcher.set_search_properties(METRIC, "max", {"lr": tune.uniform(0, 1)})
-
-
-def test_result_without_the_metric_is_an_error_and_failures_score_worst() -> None:
-    searcher = EvolutionSearcher(TinyMLPSpace(), "val_acc", "max", population_size=3, seed=0)
-    searcher.suggest("a")
-    with pytest.raises(ValueError, match=r"metric 'val_acc'.*val_accuracy"):
-        searcher.on_trial_complete("a", {"val_accuracy": 0.5})
-    searcher.on_trial_complete("a", {"val_acc": 0.5})
-    searcher.suggest("b")
-    searcher.on_trial_complete("b", None, error=True)
-    searcher.suggest("c")
-    searcher.on_trial_complete("c", {"val_acc": float("nan")})
-    values = [value for _, _, value in searcher.population]
-    assert values == [0.5, -math.inf, -math.inf]
-    assert [t["failed"] for t in searcher.trials] == [False, True, True]
-    assert searcher.best[0] == "a"
-
-
-# -- the evolution ----------------------------------------------------------------------------
-
-
-class StrictMLPSpace(TinyMLPSpace):
-    """Every mutation changes exactly one field."""
-
-    def mutate(self, genome: Genome, rng: np.random.Generator) -> Genome:
-        while True:
-            child = super().mutate(genome, rng)
-            if child != genome:
-                return child
-
-
-def test_initial_then_random_then_mutations_of_the_tournament_winner() -> None:
-    seeds = [MLPGenome(units=4, layers=1, activation="relu"), MLPGenome(units=32, layers=3)]
-    space = StrictMLPSpace()
-    searcher = EvolutionSearcher(
-        space, METRIC, "max", population_size=4, sample_size=4, seed=5, initial=seeds
-    )
-    genomes: dict[str, MLPGenome] = {}
-    for i in range(16):
-        trial_id = f"t{i:02d}"
-        config = searcher.suggest(trial_id)
-        population = searcher.population  # as the tournament saw it (duplicates told included)
-        genome = space.from_json(config["genome"])
-        genomes[trial_id] = genome
-        assert config["genome_hash"] == genome.hash()
-        if i < 2:
-            assert genome == seeds[i] and config["origin"] == "seed"
-        elif i < 4:
-            assert config["origin"] == "random" and config["parent"] == ""
-        else:
-            assert config["origin"] == "mutation"
-            # sample_size == population_size: the tournament winner is the population's best
-            parent = genomes[config["parent"]]
-            assert score(parent) == max(member[2] for member in population)
-            changed = [k for k, v in parent.to_dict().items() if genome.to_dict()[k] != v]
-            assert len(changed) == 1  # one mutation away
-        searcher.on_trial_complete(trial_id, {METRIC: score(genome)})
-        members = [m[0] for m in searcher.population]
-        assert len(members) <= 4 and members[-1] == trial_id  # the newest joins
-    # aging: the oldest die however fit (t01, the 32-unit 3-layer seed, scores high)
-    assert not {"t00", "t01"} & {m[0] for m in searcher.population}
-    hashes = [g.hash() for g in genomes.values()]
-    assert len(set(hashes)) == len(hashes)
-    assert searcher.best[2] == max(score(g) for g in genomes.values())
-
-
-class OftenIdentity(TinyMLPSpace):
-    """Half of its mutations return the parent unchanged (a duplicate)."""
-
-    def mutate(self, genome: Genome, rng: np.random.Generator) -> Genome:
-        return genome if rng.random() < 0.5 else super().mutate(genome, rng)
-
-
-class AlwaysIdentity(TinyMLPSpace):
-    def mutate(self, genome: Genome, rng: np.random.Generator) -> Genome:
-        return genome
-
-
-def test_duplicates_are_not_proposed_again(caplog) -> None:
-    searcher = EvolutionSearcher(OftenIdentity(), METRIC, "max", population_size=3, seed=0)
-    configs = [c for _, c in drive(searcher, 20)]
-    hashes = [c["genome_hash"] for c in configs]
-    assert len(set(hashes)) == 20
-    # redrawn duplicates were told to the evolution with their known fitness, untrained
-    assert searcher.get_state()["algorithm"]["evaluations"] > 20
-
-    stuck = EvolutionSearcher(AlwaysIdentity(), METRIC, "max", population_size=2, seed=0,
-                              max_duplicates=3)
-    drive(stuck, 2)
-    with caplog.at_level(logging.WARNING, logger="evolution.tune_searcher"):
-        config = stuck.suggest("again")
-    assert config["genome_hash"] in {t["genome_hash"] for t in stuck.trials}
-    assert "looks exhausted" in caplog.text
-
-
-def test_min_mode_keeps_the_lowest() -> None:
-    searcher = EvolutionSearcher(TinyMLPSpace(), "val_loss", "min", population_size=2,
-                                 sample_size=2, seed=0)
-    for trial_id, loss in (("a", 0.9), ("b", 0.2)):
-        searcher.suggest(trial_id)
-        searcher.on_trial_complete(trial_id, {"val_loss": loss})
-    assert searcher.best[0] == "b" and searcher.best[2] == pytest.approx(0.2)
-    assert searcher.suggest("c")["parent"] == "b"
-
-
-def test_save_and_restore_continue_the_same_evolution(tmp_path) -> None:
-    space = TinyMLPSpace()
-    original = EvolutionSearcher(space, METRIC, "max", population_size=3, seed=5)
-    drive(original, 5)
-    in_flight = original.suggest("flying")
-    path = tmp_path / "searcher.pkl"
-    original.save(str(path))
-
-    restored = EvolutionSearcher(space, population_size=3, seed=123)  # other seed, no metric
-    restored.restore(str(path))
-    assert restored.metric == METRIC and restored.mode == "max"
-    assert restored.live_trials == {"flying": in_flight["genome_hash"]}
-    assert restored.trials == original.trials
-    # the trial in flight at save time completes into the restored searcher
-    for searcher in (original, restored):
-        searcher.on_trial_complete("flying", {METRIC: 0.25})
-    # same generator state, same population: the same next proposals, seeds and parents
-    assert [c for _, c in drive(original, 6, start=10)] == [
-        c for _, c in drive(restored, 6, start=10)
-    ]
-    with pytest.raises(FileNotFoundError, match="searcher state file"):
-        restored.restore(str(tmp_path / "missing.pkl"))
-
-
-def test_add_evaluated_point_warm_starts() -> None:
-    searcher = EvolutionSearcher(TinyMLPSpace(), METRIC, "max", population_size=2,
-                                 sample_size=2, seed=0)
-    good = MLPGenome(units=32, layers=3, activation="tanh")
-    searcher.add_evaluated_point({"genome": good.to_json()}, 0.9)
-    searcher.add_evaluated_point({"genome": MLPGenome(units=4).to_json()}, 0.1)
-    assert searcher.best[1] == good
-    with pytest.raises(ValueError, match="'genome' entry"):
-        searcher.add_evaluated_point({"units": 3}, 0.5)
+# -- resources and real Tune runs --------------------------------------------------------------------------------
 
 
 def test_trial_resources() -> None:
@@ -335,11 +124,18 @@ def test_tune_run_evolves_autoinit_models(ray_session, tiny_task, tmp_path) -> N
     tuner = tune.Tuner(
         make_trainable(tiny_task, space, epochs=1, batch_size=64),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, metric=METRIC, mode="max", num_samples=3,
-            max_concurrent_trials=1, reuse_actors=True, trial_dirname_creator=genome_trial_dirname,
+            search_alg=searcher,
+            metric=METRIC,
+            mode="max",
+            num_samples=3,
+            max_concurrent_trials=1,
+            reuse_actors=True,
+            trial_dirname_creator=genome_trial_dirname,
         ),
         run_config=tune.RunConfig(
-            storage_path=str(tmp_path), name="evo", verbose=0,
+            storage_path=str(tmp_path),
+            name="evo",
+            verbose=0,
             callbacks=[SignalReportCollector()],
         ),
     )
@@ -367,11 +163,16 @@ def test_tune_run_evolves_autoinit_models(ray_session, tiny_task, tmp_path) -> N
         assert saved["summary"]["autoinit_weight_norm"] == pytest.approx(
             expected["autoinit_weight_norm"], rel=1e-5
         )
-    rows = [json.loads(line) for line in
-            (Path(results.experiment_path) / "signal_reports.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (Path(results.experiment_path) / "signal_reports.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert sorted(r["trial_id"] for r in rows) == sorted(by_trial)
-    assert all(r["autoinit_max_var"] == by_trial[r["trial_id"]].metrics["autoinit_max_var"]
-               for r in rows)
+    assert all(
+        r["autoinit_max_var"] == by_trial[r["trial_id"]].metrics["autoinit_max_var"] for r in rows
+    )
 
 
 def own_trainable(config: dict) -> None:
@@ -382,14 +183,22 @@ def own_trainable(config: dict) -> None:
     x = data.normal(size=(128, 12)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((12,)),
-        keras.layers.Dense(config["units"], activation="relu"),
-        keras.layers.Dense(2, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(config["units"], activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, validation_split=0.25, epochs=2, verbose=0,
-              callbacks=[AutoInitTuneCallback(seed=config["units"])])
+    model.fit(
+        x,
+        y,
+        validation_split=0.25,
+        epochs=2,
+        verbose=0,
+        callbacks=[AutoInitTuneCallback(seed=config["units"])],
+    )
 
 
 @pytest.mark.slow
@@ -401,8 +210,12 @@ def test_own_trainable_with_the_callback(ray_session, tmp_path) -> None:
     tuner = tune.Tuner(
         own_trainable,
         param_space={"units": 8},
-        run_config=tune.RunConfig(storage_path=str(tmp_path), name="own", verbose=0,
-                                  callbacks=[SignalReportCollector("reports.jsonl")]),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path),
+            name="own",
+            verbose=0,
+            callbacks=[SignalReportCollector("reports.jsonl")],
+        ),
     )
     results = tuner.fit()
     assert results.num_errors == 0
@@ -410,8 +223,13 @@ def test_own_trainable_with_the_callback(ray_session, tmp_path) -> None:
         units = result.config["units"]
         history = result.metrics_dataframe
         assert len(history) == 2 and {"loss", "val_accuracy"} <= set(history.columns)
-        model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(units, activation="relu"),
-                                  keras.layers.Dense(2, activation="softmax")])
+        model = keras.Sequential(
+            [
+                keras.Input((12,)),
+                keras.layers.Dense(units, activation="relu"),
+                keras.layers.Dense(2, activation="softmax"),
+            ]
+        )
         expected = signal_summary(initialize(model, seed=units), model)
         for key in ("autoinit_max_var", "autoinit_output_var", "autoinit_weight_norm"):
             assert history[key].tolist() == pytest.approx([expected[key]] * 2, rel=1e-5), key
@@ -428,12 +246,16 @@ def test_own_trainable_with_the_callback(ray_session, tmp_path) -> None:
 def small_model():
     import keras
 
-    return keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, activation="tanh"),
-                             keras.layers.Dense(2, activation="softmax")])
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
 
 
 def test_callback_initializes_at_train_begin_outside_tune() -> None:
-    import keras
 
     from autoinit_nas import initialize
 
@@ -467,14 +289,17 @@ def test_asha_stops_some_trials_early(ray_session, tiny_task, tmp_path) -> None:
     space = TinyMLPSpace()
     # Keras knows no such activation: the seed's build fails and its trial errors
     broken = MLPGenome(units=8, activation="no_such_activation")
-    searcher = EvolutionSearcher(space, METRIC, "max", population_size=3, seed=2,
-                                 initial=[broken])
+    searcher = EvolutionSearcher(space, METRIC, "max", population_size=3, seed=2, initial=[broken])
     tuner = tune.Tuner(
         make_trainable(tiny_task, space, epochs=4),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, metric=METRIC, mode="max", num_samples=8,
+            search_alg=searcher,
+            metric=METRIC,
+            mode="max",
+            num_samples=8,
             scheduler=ASHAScheduler(max_t=4, grace_period=1, reduction_factor=2),
-            max_concurrent_trials=2, reuse_actors=True,
+            max_concurrent_trials=2,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha", verbose=0),
     )
@@ -512,17 +337,25 @@ def test_interrupted_experiment_resumes_without_repeating_trials(
     searcher = EvolutionSearcher(space, METRIC, "max", population_size=3, seed=4)
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, metric=METRIC, mode="max",
-                                    num_samples=7, max_concurrent_trials=1, reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            metric=METRIC,
+            mode="max",
+            num_samples=7,
+            max_concurrent_trials=1,
+            reuse_actors=True,
+        ),
         run_config=tune.RunConfig(
-            storage_path=str(tmp_path), name="resume", verbose=0,
-            callbacks=[InterruptAfter(3, str(tmp_path / "interrupted")),
-                       SignalReportCollector()],
+            storage_path=str(tmp_path),
+            name="resume",
+            verbose=0,
+            callbacks=[InterruptAfter(3, str(tmp_path / "interrupted")), SignalReportCollector()],
         ),
     )
     first = tuner.fit()
-    finished = {r.metrics["trial_id"]: r.metrics["timestamp"] for r in first
-                if r.metrics.get("done")}
+    finished = {
+        r.metrics["trial_id"]: r.metrics["timestamp"] for r in first if r.metrics.get("done")
+    }
     assert 3 <= len(finished) < 7  # interrupted part-way
     experiment = first.experiment_path
 
@@ -549,8 +382,9 @@ def test_import_stays_light() -> None:
         "import sys, autoinit_nas, evolution, search_spaces; "
         "print(sorted(m for m in ('ray', 'keras_tuner') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -560,7 +394,11 @@ def test_examples_run_quick(script, tmp_path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "best" in out.stdout.lower()
