@@ -1,69 +1,174 @@
-"""Memory of one worker process over many candidates: does TensorFlow memory accumulate?
+"""Memory of one worker process over many candidates: does memory accumulate?
 
-Evaluates N MNIST-1D candidates (random network genomes, short training on a subset) one after
-another in this process with ``evaluate_candidate`` (which clears the Keras session after each)
-and records the resident set size after each. Reports the RSS after the first 10% of candidates
-(the warm-up: imports, kernels, allocator pools) and the growth per 100 candidates over the rest.
-Writes ``benchmarks/out/worker_memory.json``.
+Evaluates N small MNIST-1D candidates (random network genomes of 2-6 nodes, one epoch on 500
+samples) one after another in ONE process and records its resident set size (RSS) after each:
 
-    python benchmarks/worker_memory.py --quick     # 40 candidates
-    python benchmarks/worker_memory.py             # 200 candidates
+* ``--mode inprocess``: in this process, with ``evaluate_candidate`` (what ``--workers 0`` does);
+* ``--mode ray``: on one Ray worker process (``RayExecutor``, ``workers=1``); the driver reads
+  the worker's RSS from ``/proc``. ``--recycle-after K`` replaces the worker every K candidates
+  (the default here never does, so one process evaluates all of them).
+
+``--baseline`` (in-process only) replaces ``release_memory`` with what evaluation did before
+(``keras.backend.clear_session()`` and ``gc.collect()``), to show what the release fixes.
+
+Prints the RSS after the first candidate, after 20 and after the last, and the slope of a
+straight line through the last 100 (MiB per candidate). Writes
+``benchmarks/out/worker_memory_<mode>.json`` and plots every such file into
+``benchmarks/figures/worker_memory.png``. Linux only (reads ``/proc``).
+
+    python benchmarks/worker_memory.py                         # 200 candidates in-process
+    python benchmarks/worker_memory.py --baseline              # the same without the release
+    python benchmarks/worker_memory.py --mode ray              # 200 on one Ray worker
+    python benchmarks/worker_memory.py --quick                 # 40 candidates
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import time
+from typing import Any
 
 import numpy as np
-from _common import save_json
+from _common import FIGURES_DIR, OUT_DIR, save_json
 
-from evolution import EvalConfig, evaluate_candidate, load_task
+import evolution._evaluate as evaluate_module
+from evolution import EvalConfig, RayExecutor, evaluate_candidate, load_task
 from search_spaces import NetworkSearchSpace
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident set size of a process in MiB, from /proc."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
     return float("nan")
+
+
+def _old_release(keep_gradients: Any = None) -> None:
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def run_inprocess(space: Any, genomes: list[str], task: Any, config: EvalConfig) -> list[dict]:
+    rows = []
+    for i, genome in enumerate(genomes):
+        result = evaluate_candidate(space, genome, task, config, seed=i)
+        rows.append({"rss": rss_mib(), "ok": result.ok, "worker": result.worker})
+        _progress(i, rows)
+    return rows
+
+
+def run_ray(
+    space: Any, genomes: list[str], task: Any, config: EvalConfig, recycle_after: int
+) -> list[dict]:
+    executor = RayExecutor(
+        space, task, config, workers=1, cpus_per_trial=1.0, recycle_after=recycle_after
+    )
+    rows = []
+    try:
+        for i, genome in enumerate(genomes):
+            executor.submit(i, genome, i)
+            ((_, result),) = executor.wait()
+            pid = result.worker.rpartition(":")[2]
+            rows.append({"rss": rss_mib(pid), "ok": result.ok, "worker": result.worker})
+            _progress(i, rows)
+    finally:
+        executor.close()
+    return rows
+
+
+def _progress(i: int, rows: list[dict]) -> None:
+    if (i + 1) % 10 == 0:
+        print(f"{i + 1} candidates: RSS {rows[-1]['rss']:.0f} MiB", flush=True)
+
+
+def summarize(rss: list[float], tail: int = 100) -> dict[str, float]:
+    """RSS at the start, after 20, at the end, and the slope over the last ``tail``."""
+    y = np.asarray(rss)
+    last = y[-min(tail, len(y)) :]
+    slope = float(np.polyfit(np.arange(len(last)), last, 1)[0]) if len(last) > 1 else np.nan
+    return {
+        "candidates": len(y),
+        "rss_first_mib": round(float(y[0]), 1),
+        "rss_after_20_mib": round(float(y[min(19, len(y) - 1)]), 1),
+        "rss_final_mib": round(float(y[-1]), 1),
+        f"slope_last_{len(last)}_mib_per_candidate": round(slope, 3),
+    }
+
+
+def plot_all() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for path in sorted(OUT_DIR.glob("worker_memory_*.json")):
+        data = json.loads(path.read_text())
+        ax.plot(np.arange(1, len(data["rss_mib"]) + 1), data["rss_mib"], label=data["label"])
+    ax.set_xlabel("candidates evaluated in the process")
+    ax.set_ylabel("resident memory (MiB)")
+    ax.set_title("Worker memory over candidates (MNIST-1D, small random genomes)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(FIGURES_DIR / "worker_memory.png", dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="40 candidates")
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--samples", type=int, default=500, help="training samples per candidate")
+    parser.add_argument("--mode", choices=["inprocess", "ray"], default="inprocess")
+    parser.add_argument("--recycle-after", type=int, default=None, help="Ray: calls per worker")
+    parser.add_argument("--baseline", action="store_true", help="without release_memory")
     args = parser.parse_args()
     if args.quick:
         args.candidates = 40
+    if args.baseline and args.mode != "inprocess":
+        parser.error("--baseline applies to --mode inprocess only")
     task = load_task("mnist1d")
     task.x_train, task.y_train = task.x_train[: args.samples], task.y_train[: args.samples]
     space = NetworkSearchSpace(sample_nodes=(2, 6))
     rng = np.random.default_rng(0)
+    genomes = [space.sample(rng).to_json() for _ in range(args.candidates)]
     config = EvalConfig(epochs=1, batch_size=128)
-    rss, failed = [], 0
     clock = time.monotonic()
-    for i in range(args.candidates):
-        result = evaluate_candidate(space, space.sample(rng).to_json(), task, config, seed=i)
-        failed += not result.ok
-        rss.append(rss_mib())
-        if (i + 1) % 10 == 0:
-            print(f"{i + 1} candidates: RSS {rss[-1]:.0f} MiB", flush=True)
-    warm = max(1, args.candidates // 10)
-    x = np.arange(warm, args.candidates)
-    slope = float(np.polyfit(x, np.array(rss[warm:]), 1)[0]) * 100 if len(x) > 1 else float("nan")
+    if args.mode == "inprocess":
+        if args.baseline:
+            evaluate_module.release_memory = _old_release
+        rows = run_inprocess(space, genomes, task, config)
+        label = "in-process, before (clear_session + gc)" if args.baseline else "in-process"
+    else:
+        recycle = args.recycle_after or args.candidates + 1
+        rows = run_ray(space, genomes, task, config, recycle)
+        label = "Ray worker" + (f", recycled every {recycle}" if args.recycle_after else "")
+    rss = [r["rss"] for r in rows]
     summary = {
-        "candidates": args.candidates,
-        "failed": failed,
-        "rss_after_warmup_mib": round(rss[warm - 1], 1),
-        "rss_final_mib": round(rss[-1], 1),
-        "growth_mib_per_100_candidates": round(slope, 1),
+        **summarize(rss),
+        "failed": sum(not r["ok"] for r in rows),
+        "worker_processes": len({r["worker"] for r in rows}),
         "seconds": round(time.monotonic() - clock, 1),
     }
-    print(summary)
-    save_json("worker_memory.json", {"args": vars(args), "summary": summary, "rss_mib": rss})
+    print(label, summary)
+    name = f"{args.mode}{'_baseline' if args.baseline else ''}"
+    if args.recycle_after:
+        name += f"_recycle{args.recycle_after}"
+    save_json(
+        f"worker_memory_{name}.json",
+        {"label": label, "args": vars(args), "summary": summary, "rss_mib": rss},
+    )
+    plot_all()
 
 
 if __name__ == "__main__":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import logging
 import math
 import os
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ import numpy as np
 from autoinit_nas.errors import CandidateFailedError, InvalidGenomeError
 from search_spaces import SearchSpace
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate_candidate"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate_candidate", "release_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,60 @@ class EvalResult:
     def failure(cls, kind: str, reason: str, **fields: Any) -> EvalResult:
         """A failed result of the given kind (one of ``FAILURE_KINDS``)."""
         return cls(ok=False, error_kind=kind, error=reason, **fields)
+
+
+def _gradient_registry() -> dict[str, Any] | None:
+    """TensorFlow's process-wide gradient registry, if TensorFlow is loaded (never imports it).
+
+    Every trace of a ``tf.custom_gradient`` function (``tf.nn.silu``/swish, used by Keras' silu
+    and swish activations, is one) registers a gradient function under a new name in this
+    registry and never removes it. That function's closure holds the traced graph, so each
+    candidate's whole training graph (its ``FuncGraph``, the optimizer's graphs) stayed alive:
+    about 13,000 Python objects and several MiB per candidate.
+    """
+    ops = sys.modules.get("tensorflow.python.framework.ops")
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    return registry if isinstance(registry, dict) else None
+
+
+def gradient_snapshot() -> frozenset[str]:
+    """Names in TensorFlow's gradient registry now; pass to ``release_memory`` afterwards."""
+    registry = _gradient_registry()
+    return frozenset(registry) if registry is not None else frozenset()
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    # glibc keeps freed heap pages in its arenas; malloc_trim(0) hands them back to the OS.
+    # Other platforms (macOS, musl) have no malloc_trim: nothing to do there.
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_memory(keep_gradients: frozenset[str] | None = None) -> None:
+    """Free what finished candidates left behind in this process.
+
+    Clears the Keras session, drops the custom-gradient registrations made since
+    ``keep_gradients`` was taken (``gradient_snapshot()``; ``None`` keeps every registration),
+    collects garbage and returns free heap pages to the operating system. Call it only when no
+    model built since the snapshot will be trained again (their gradients would be retraced).
+    """
+    import keras
+
+    registry = _gradient_registry()
+    if registry is not None and keep_gradients is not None:
+        for name in [k for k in registry if k not in keep_gradients]:
+            if name.startswith("CustomGradient-"):
+                del registry[name]
+    keras.backend.clear_session(free_memory=True)
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _worker_name() -> str:
@@ -149,68 +206,83 @@ def evaluate_candidate(
     Returns:
         Validation accuracy and loss, parameter count, epochs run and timings.
     """
-    import keras
-
     started = time.time()
     clock = time.monotonic()
     worker = _worker_name()
-    model = None
+    gradients_before = gradient_snapshot()
     try:
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(int(seed))
-        genome = space.from_json(genome_json)
-        space.validate(genome)
-        model = space.build(genome, task.spec, init=config.init, seed=int(seed))
-        if getattr(model, "optimizer", None) is None:
-            model.compile(
-                optimizer=keras.optimizers.Adam(task.spec.learning_rate),
-                loss="sparse_categorical_crossentropy",
-            )
-        param_count = int(model.count_params())
-        guard, callbacks = _make_callbacks(config.train_seconds)
-        epochs = config.epochs if config.train_seconds is None else max(config.epochs, 10_000)
-        fit = model.fit(
-            task.x_train,
-            task.y_train,
-            batch_size=config.batch_size,
-            epochs=epochs,
-            shuffle=True,
-            verbose=0,
-            callbacks=callbacks,
-        )
-        history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-        epochs_run = len(history.get("loss", []))
-        train_seconds = time.monotonic() - clock
-        common = {
-            "param_count": param_count,
-            "epochs_run": epochs_run,
-            "started_at": started,
-            "train_seconds": train_seconds,
-            "worker": worker,
-            "history": history,
-        }
-        if guard.nonfinite is not None:
-            return EvalResult.failure("nan", guard.nonfinite, **common)
-        probs = _outputs(model, task.x_val)
-        if not np.all(np.isfinite(probs)):
-            return EvalResult.failure("nan", "non-finite validation outputs", **common)
-        val_loss = float(
-            model.evaluate(task.x_val, task.y_val, batch_size=512, verbose=0, return_dict=True)[
-                "loss"
-            ]
-        )
-        if not math.isfinite(val_loss):
-            return EvalResult.failure("nan", f"non-finite validation loss {val_loss}", **common)
-        val_accuracy = float(np.mean(probs.argmax(axis=1) == task.y_val))
-        return EvalResult(ok=True, val_accuracy=val_accuracy, val_loss=val_loss, **common)
+        return _train_and_score(space, genome_json, task, config, int(seed), started, worker)
     except Exception as exc:  # a broken candidate must not end the run
         kind, reason = _classify(exc)
         logger.debug("Candidate failed (%s): %s", kind, reason, exc_info=True)
+        traceback.clear_frames(exc.__traceback__)  # the frames hold the model
         return EvalResult.failure(
             kind, reason, started_at=started, worker=worker, train_seconds=time.monotonic() - clock
         )
     finally:
-        # Free the graph and weights before the next candidate in this process.
-        del model
-        keras.backend.clear_session()
-        gc.collect()
+        # The model, its traced functions and its weights are unreachable now (they lived in
+        # the frame of _train_and_score): free them before the next candidate in this process.
+        release_memory(gradients_before)
+
+
+def _sparse_crossentropy(probs: np.ndarray, labels: np.ndarray) -> float:
+    # As Keras computes it on probabilities (clipped to [eps, 1 - eps]); done here in NumPy so
+    # that scoring traces no test function for every new model.
+    eps = 1e-7
+    picked = np.clip(probs[np.arange(len(labels)), labels], eps, 1.0 - eps)
+    return float(-np.mean(np.log(picked)))
+
+
+def _train_and_score(
+    space: SearchSpace,
+    genome_json: str,
+    task: Any,
+    config: EvalConfig,
+    seed: int,
+    started: float,
+    worker: str,
+) -> EvalResult:
+    import keras
+
+    clock = time.monotonic()
+    keras.backend.clear_session(free_memory=False)
+    keras.utils.set_random_seed(seed)
+    genome = space.from_json(genome_json)
+    space.validate(genome)
+    model = space.build(genome, task.spec, init=config.init, seed=seed)
+    if getattr(model, "optimizer", None) is None:
+        model.compile(
+            optimizer=keras.optimizers.Adam(task.spec.learning_rate),
+            loss="sparse_categorical_crossentropy",
+        )
+    param_count = int(model.count_params())
+    guard, callbacks = _make_callbacks(config.train_seconds)
+    epochs = config.epochs if config.train_seconds is None else max(config.epochs, 10_000)
+    fit = model.fit(
+        task.x_train,
+        task.y_train,
+        batch_size=config.batch_size,
+        epochs=epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    common = {
+        "param_count": param_count,
+        "epochs_run": len(history.get("loss", [])),
+        "started_at": started,
+        "train_seconds": time.monotonic() - clock,
+        "worker": worker,
+        "history": history,
+    }
+    if guard.nonfinite is not None:
+        return EvalResult.failure("nan", guard.nonfinite, **common)
+    probs = _outputs(model, task.x_val)
+    if not np.all(np.isfinite(probs)):
+        return EvalResult.failure("nan", "non-finite validation outputs", **common)
+    val_loss = _sparse_crossentropy(probs, task.y_val)
+    if not math.isfinite(val_loss):
+        return EvalResult.failure("nan", f"non-finite validation loss {val_loss}", **common)
+    val_accuracy = float(np.mean(probs.argmax(axis=1) == task.y_val))
+    return EvalResult(ok=True, val_accuracy=val_accuracy, val_loss=val_loss, **common)
