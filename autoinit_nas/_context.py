@@ -84,6 +84,7 @@ class Context:
         self._counter = 0
         self.warnings: list[str] = []
         self.current_path = ""
+        self.site_inputs: list[float] = []  # per call site, in walk order: E[x^2] of input 0
 
     @property
     def realized(self) -> bool:

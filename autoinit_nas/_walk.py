@@ -110,6 +110,7 @@ def estimate_handler(ctx: Context, records: list[tuple[str, Any, Estimate]]) -> 
     def handle(op: Any, node: Any, flat_in: list[Signal], args: tuple, kwargs: dict,
                path: str) -> list[Signal]:
         ctx.current_path = path
+        ctx.site_inputs.append(flat_in[0].second_moment if flat_in else float("nan"))
         fn = lookup_estimator(op)
         if fn is None:
             if ctx.options.unknown_layers == "raise":

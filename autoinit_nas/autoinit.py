@@ -43,13 +43,13 @@ def _input_signals(graph: Any, options: Options) -> list[Signal]:
     return signals
 
 
-def _plan(model: Any, options: Options, keep_all: bool = False) -> tuple[SignalReport, Context]:
+def _walk_plan(model: Any, options: Options, seed: int, planned: dict | None = None
+               ) -> tuple[SignalReport, Context, list[tuple[str, Any, Estimate]]]:
+    """One walk. With ``planned``, every weight is taken from it (or the model) as it is."""
     graph = graph_of(model)
-    seed = options.seed
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**63))
     ctx = Context(options, seed)
-    if keep_all:  # predict for the weights as they are: every layer treated as frozen
+    if planned is not None:  # predict for these weights: every layer treated as frozen
+        ctx.planned = dict(planned)
         ctx.keeps = lambda layer: True  # type: ignore[method-assign]
     records: list[tuple[str, Any, Estimate]] = []
     t0 = time.perf_counter()
@@ -69,6 +69,49 @@ def _plan(model: Any, options: Options, keep_all: bool = False) -> tuple[SignalR
         output_vars=[o.total_var for o in outputs], warnings=list(ctx.warnings),
         options=options,
     )
+    return report, ctx, records
+
+
+def _rescale_shared(ctx: Context, records: list[tuple[str, Any, Estimate]]) -> dict[int, str]:
+    """``shared_layers="max"``: scale each shared layer's kernel, planned at its first call site,
+    for the call site with the largest input second moment. Returns {record index: note}."""
+    sites: dict[int, list[tuple[int, Any, float]]] = {}
+    for i, (_, op, _) in enumerate(records):
+        sites.setdefault(id(op), []).append((i, op, ctx.site_inputs[i]))
+    notes = {}
+    for calls in sites.values():
+        if len(calls) < 2 or not all(np.isfinite(c[2]) for c in calls):
+            continue
+        first = calls[0]
+        best = max(calls, key=lambda c: c[2])
+        layer = first[1]
+        kernels = [v for v in layer.weights if v.path in ctx.planned and v.path.endswith("kernel")]
+        if best[0] == first[0] or not kernels or best[2] <= first[2]:
+            continue
+        factor = float(np.sqrt(first[2] / best[2]))
+        ctx.planned[kernels[0].path] = ctx.planned[kernels[0].path] * factor
+        notes[first[0]] = (f"shared: scaled x{factor:.4g} for its call site #{best[0]} "
+                           f"(largest input second moment {best[2]:.4g})")
+    return notes
+
+
+def _plan(model: Any, options: Options, keep_all: bool = False) -> tuple[SignalReport, Context]:
+    seed = options.seed
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+    if keep_all:
+        report, ctx, _ = _walk_plan(model, options, seed, planned={})
+        return report, ctx
+    report, ctx, records = _walk_plan(model, options, seed)
+    if options.shared_layers == "max":
+        notes = _rescale_shared(ctx, records)
+        if notes:  # predict again for the rescaled weights
+            seconds = report.seconds
+            report, _, _ = _walk_plan(model, options, seed, planned=ctx.planned)
+            report.seconds += seconds
+            for i, note in notes.items():
+                report.layers[i].estimator = note
+            report.warnings = list(ctx.warnings)
     return report, ctx
 
 

@@ -299,3 +299,24 @@ def test_measure_runs_dropout_in_training_mode():
     dropout = report.layers[-1]
     assert dropout.var > 2 * report.layers[-2].var * 0.9  # (nu + mu^2)/(1-p) - mu^2
     assert dropout.measured_var == pytest.approx(dropout.var, rel=0.05)
+
+
+@pytest.mark.parametrize("variances", [[1.0, 9.0], [9.0, 1.0]])
+def test_shared_layer_scaled_for_its_largest_input_with_shared_layers_max(variances):
+    a, b = keras.Input((50,)), keras.Input((50,))
+    dense = keras.layers.Dense(20, name="shared")
+    model = keras.Model([a, b], [dense(a), dense(b)])
+    first = initialize(model, input_var=variances, mode="expected", seed=0)
+    first_vars = sorted(entry.var for entry in first.layers[-2:])
+    report = initialize(model, input_var=variances, mode="expected", seed=0, shared_layers="max")
+    report.measure(model, samples=2000, seed=1)
+    max_vars = sorted(entry.var for entry in report.layers[-2:])
+    # With "max" the call site with input variance 9 gets output variance 1 (the other 1/9),
+    # whichever site the walk reaches first; "first" plans for the first site it reaches.
+    assert max_vars == pytest.approx([1 / 9, 1.0], rel=0.05)  # the kept site: realized weights
+    assert max(max_vars) == pytest.approx(1.0, rel=0.05)
+    for entry in report.layers[-2:]:
+        assert entry.var == pytest.approx(entry.measured_var, rel=0.05)
+    if first_vars != pytest.approx(max_vars, rel=1e-3):  # the walk met the small input first
+        assert first_vars == pytest.approx([1.0, 9.0], rel=0.05)
+        assert any("scaled" in entry.estimator for entry in report.layers[-2:])
