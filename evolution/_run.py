@@ -20,7 +20,7 @@ from evolution._evaluate import EvalResult
 from evolution._executors import Executor, InProcessExecutor, RayExecutor
 from evolution._spaces import resolve_space, space_spec
 from evolution._store import CandidateRecord, RunStore
-from evolution._tasks import Task, load_task
+from evolution._tasks import Task, is_callable_task, load_task
 from search_spaces import Genome, SearchSpace
 
 __all__ = ["Evolution", "RunSummary"]
@@ -100,7 +100,7 @@ class Evolution:
             config.seed_genomes = [*config.seed_genomes, *(g.to_json() for g in seed_genomes)]
             if space is not None and config.space == RunConfig.space:
                 config.space = space_spec(space)
-            if config.task != "mnist1d":
+            if config.task != "mnist1d" and not is_callable_task(config.task):
                 config.task = str(Path(config.task).expanduser().resolve())
             self.store.set_meta("config", config.to_dict())
             self.store.set_meta("created_at", time.time())

@@ -1,21 +1,33 @@
-"""Data sets a search trains on: the built-in MNIST-1D and user ``.npz`` files."""
+"""Data sets a search trains on: the built-in MNIST-1D, user ``.npz`` files and Python callables."""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from autoinit_nas.errors import FatalSearchError
 from search_spaces import TaskSpec
 
-__all__ = ["Task", "load_task"]
+__all__ = ["Task", "is_callable_task", "load_task"]
 
 logger = logging.getLogger(__name__)
 
 MNIST1D_NAME = "mnist1d"
+
+#: ``package.module:function`` (the function may be an attribute path such as ``Class.method``).
+_CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+_EXPECTED_RETURN = (
+    "a dict with x_train, y_train (optional x_test, y_test), a tuple (x_train, y_train[, "
+    "x_test, y_test]) or ((x_train, y_train), (x_test, y_test))"
+)
 
 
 @dataclass
@@ -89,6 +101,70 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def is_callable_task(name: str | Path) -> bool:
+    """Whether ``name`` names a Python callable (``package.module:function``), not a file."""
+    return isinstance(name, str) and bool(_CALLABLE_SPEC.match(name))
+
+
+def _arrays_from_return(value: Any, where: str) -> dict[str, np.ndarray]:
+    if isinstance(value, Mapping):
+        arrays = dict(value)
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (tuple, list)) and len(v) == 2 for v in value)
+    ):
+        (x, y), (xt, yt) = value
+        arrays = {"x_train": x, "y_train": y, "x_test": xt, "y_test": yt}
+    elif isinstance(value, (tuple, list)) and len(value) in (2, 4):
+        arrays = dict(zip(("x_train", "y_train", "x_test", "y_test"), value, strict=False))
+    else:
+        raise FatalSearchError(
+            f"Expected the task function to return {_EXPECTED_RETURN}. Received: "
+            f"{type(value).__name__} from {where}"
+        )
+    missing = [key for key in ("x_train", "y_train") if arrays.get(key) is None]
+    if missing:
+        raise FatalSearchError(
+            f"Expected the task function to return {_EXPECTED_RETURN}. Received: "
+            f"keys {sorted(arrays)} from {where}, missing {missing}"
+        )
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise FatalSearchError(
+            f"Expected both x_test and y_test or neither. Received: {sorted(arrays)} from {where}"
+        )
+    try:
+        return {k: np.asarray(v) for k, v in arrays.items()}
+    except Exception as exc:
+        raise FatalSearchError(f"Could not turn the arrays from {where} into NumPy: {exc}") from exc
+
+
+def _callable_arrays(spec: str) -> dict[str, np.ndarray]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise FatalSearchError(
+            f"Expected the task to be 'mnist1d', a .npz file or an importable "
+            f"'package.module:function'. Received: task={spec!r} ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not callable(target):
+        raise FatalSearchError(
+            f"Expected {spec!r} to be a function returning the data. Received: "
+            f"{type(target).__name__}"
+        )
+    try:
+        value = target()
+    except Exception as exc:
+        raise FatalSearchError(
+            f"The task function {spec!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    return _arrays_from_return(value, spec)
+
+
 def _check_pair(
     x: np.ndarray, y: np.ndarray, split: str, where: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +208,12 @@ def load_task(
     """Load a task and carve a validation split out of its training data.
 
     Args:
-        name: ``"mnist1d"`` (4000 train / 1000 test, generated offline) or a path to a ``.npz``
-            file with ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``.
+        name: ``"mnist1d"`` (4000 train / 1000 test, generated offline), a path to a ``.npz``
+            file with ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``, or
+            ``"package.module:function"``: a function called without arguments that returns
+            those arrays as a dict, as ``(x_train, y_train[, x_test, y_test])`` or as
+            ``((x_train, y_train), (x_test, y_test))`` (the shape of Keras' ``load_data``).
+            It must be importable wherever the run is resumed.
         val_fraction: share of the training data held out for fitness (stratified-free, seeded).
         seed: seed of the shuffle that picks the validation samples.
         learning_rate: learning rate written into the task's ``TaskSpec``.
@@ -143,7 +223,8 @@ def load_task(
         apply: MNIST-1D has input shape ``(40, 1)``.
 
     Raises:
-        FatalSearchError: the file is missing, unreadable or its arrays are inconsistent.
+        FatalSearchError: the file is missing or unreadable, the function cannot be imported,
+            raises or returns something else, or the arrays are inconsistent.
 
     Example:
         >>> task = load_task("mnist1d")
@@ -157,11 +238,14 @@ def load_task(
     key = str(name)
     if key == MNIST1D_NAME:
         arrays, where = _mnist1d_arrays(), "mnist1d"
+    elif is_callable_task(key) and not key.endswith(".npz"):
+        arrays, where = _callable_arrays(key), key
     else:
         path = Path(key).expanduser()
         if path.suffix != ".npz":
             raise FatalSearchError(
-                f"Expected the task to be 'mnist1d' or a path ending in .npz. Received: task={key!r}"
+                f"Expected the task to be 'mnist1d', a path ending in .npz or "
+                f"'package.module:function'. Received: task={key!r}"
             )
         arrays, where = _npz_arrays(path), str(path)
     x, y = _check_pair(np.asarray(arrays["x_train"]), arrays["y_train"], "train", where)

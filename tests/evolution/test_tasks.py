@@ -66,3 +66,51 @@ def test_parse_duration() -> None:
     assert parse_duration("90") == 90 and parse_duration(None) is None
     with pytest.raises(ValueError, match="Received: '3 weeks'"):
         parse_duration("3 weeks")
+
+
+@pytest.mark.parametrize(
+    ("spec", "n_test"),
+    [
+        ("tiny_space:blobs_dict", 60),
+        ("tiny_space:blobs_keras_style", 60),
+        ("tiny_space:blobs_train_only", None),
+    ],
+)
+def test_python_callable_tasks(spec, n_test) -> None:
+    task = load_task(spec, val_fraction=0.25)
+    assert task.name == spec
+    assert task.spec.input_shape == (8, 1) and task.spec.num_classes == 3
+    assert (len(task.x_train), len(task.x_val)) == (180, 60)
+    assert (None if task.x_test is None else len(task.x_test)) == n_test
+    assert task.x_train.dtype == np.float32 and task.y_train.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tiny_space:no_such_function", "importable 'package.module:function'.*AttributeError"),
+        ("no_such_module_xyz:load", "ModuleNotFoundError"),
+        ("tiny_space:NOT_CALLABLE", "to be a function returning the data. Received: int"),
+        ("tiny_space:task_that_raises", "raised OSError: the data server is down"),
+        ("tiny_space:task_returns_a_string", "Received: str from tiny_space:task_returns_a_str"),
+    ],
+)
+def test_bad_task_functions_say_what_is_wrong(spec, message) -> None:
+    with pytest.raises(FatalSearchError, match=message):
+        load_task(spec)
+
+
+def test_a_run_on_a_task_function_keeps_its_name(tmp_path) -> None:
+    from evolution import Evolution, RunConfig
+
+    config = RunConfig(
+        task="tiny_space:blobs_dict",
+        space="tiny_space:TinyMLPSpace",
+        budget_evals=1,
+        epochs=1,
+    )
+    summary = Evolution(tmp_path / "run", config, progress=False).run()
+    assert summary.trained == 1 and summary.best is not None
+    resumed = Evolution.resume(tmp_path / "run", progress=False)  # re-imports the function
+    assert resumed.config.task == "tiny_space:blobs_dict" and len(resumed.task.x_train) == 216
+    resumed.close()

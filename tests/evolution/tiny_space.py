@@ -130,3 +130,35 @@ def make_npz(path: Path, *, n_train: int = 600, n_test: int = 200, seed: int = 0
     x_test, y_test = draw(n_test)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+def blobs_dict() -> dict[str, np.ndarray]:
+    """A task function (``tiny_space:blobs_dict``): the arrays of ``make_npz`` as a dict."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=0.6, size=(3, 8))
+    y = rng.integers(3, size=300)
+    x = (centers[y] + rng.normal(size=(300, 8))).astype("float32")
+    return {"x_train": x[:240], "y_train": y[:240], "x_test": x[240:], "y_test": y[240:]}
+
+
+def blobs_keras_style() -> tuple:
+    """``((x_train, y_train), (x_test, y_test))``, as Keras' ``load_data`` returns."""
+    d = blobs_dict()
+    return (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
+
+
+def blobs_train_only() -> tuple:
+    """``(x_train, y_train)`` without a test split."""
+    d = blobs_dict()
+    return d["x_train"], d["y_train"]
+
+
+def task_returns_a_string() -> str:
+    return "not arrays"
+
+
+def task_that_raises() -> dict:
+    raise OSError("the data server is down")
+
+
+NOT_CALLABLE = 42
