@@ -48,7 +48,6 @@ def main() -> None:
 
     from autoinit_nas.tune_callback import SignalReportCollector
     from evolution import load_task
-    from evolution._executors import WORKER_ENV
     from evolution.tune_searcher import EvolutionSearcher, genome_trial_dirname
     from evolution.tune_trainable import make_trainable, with_trial_resources
     from search_spaces import NetworkSearchSpace
@@ -74,9 +73,7 @@ def main() -> None:
         cpus=args.cpus_per_trial,
         gpus=args.gpus_per_trial,
     )
-    ray.init(
-        include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(WORKER_ENV)}
-    )
+    ray.init(include_dashboard=False, log_to_driver=False)
     storage = str(Path(args.out).resolve())
     experiment = Path(storage) / args.name
     if args.resume and tune.Tuner.can_restore(str(experiment)):

@@ -284,6 +284,7 @@ def test_callback_rejects_unknown_autoinit_options() -> None:
 
 @pytest.mark.slow
 def test_asha_stops_some_trials_early(ray_session, tiny_task, tmp_path) -> None:
+    import keras
     from ray.tune.schedulers import ASHAScheduler
 
     space = TinyMLPSpace()
@@ -291,7 +292,7 @@ def test_asha_stops_some_trials_early(ray_session, tiny_task, tmp_path) -> None:
     broken = MLPGenome(units=8, activation="no_such_activation")
     searcher = EvolutionSearcher(space, METRIC, "max", population_size=3, seed=2, initial=[broken])
     tuner = tune.Tuner(
-        make_trainable(tiny_task, space, epochs=4),
+        make_trainable(tiny_task, space, epochs=4, checkpoint=True),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             metric=METRIC,
@@ -311,6 +312,10 @@ def test_asha_stops_some_trials_early(ray_session, tiny_task, tmp_path) -> None:
     assert len(searcher.trials) == 8
     assert [t["origin"] for t in searcher.trials if t["failed"]] == ["seed"]
     assert sum(t["origin"] == "mutation" for t in searcher.trials) == 5
+    best = results.get_best_result()  # its checkpoint holds the trained Keras model
+    with best.checkpoint.as_directory() as directory:
+        model = keras.models.load_model(Path(directory) / "model.keras")
+    assert model.count_params() == best.metrics["param_count"]
     worst = [value for trial_id, _, value in searcher.population if value == -math.inf]
     assert len(worst) <= 1  # the failed seed scored worst while it was in the population
 
