@@ -27,9 +27,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoInit",
     "AutoInitCallback",
+    "AutoInitHyperModel",
     "AutoInitError",
     "CandidateFailedError",
     "Estimate",
+    "EvolutionOracle",
+    "EvolutionTuner",
     "FatalSearchError",
     "InvalidGenomeError",
     "LayerSignal",
@@ -44,3 +47,21 @@ __all__ = [
     "register_estimator",
     "rewrite_residuals",
 ]
+
+# keras-tuner and Ray Tune hooks are imported on first use, so ``import autoinit_nas`` stays light.
+_LAZY = {
+    "AutoInitHyperModel": "autoinit_nas.keras_tuner_hooks",
+    "EvolutionOracle": "autoinit_nas.evolution_oracle",
+    "EvolutionTuner": "autoinit_nas.evolution_oracle",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autoinit_nas' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
