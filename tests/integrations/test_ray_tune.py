@@ -118,6 +118,7 @@ def test_trial_resources() -> None:
 # -- real Ray Tune ----------------------------------------------------------------------------
 
 
+@pytest.mark.ray
 def test_tune_run_evolves_autoinit_models(ray_session, tiny_task, tmp_path) -> None:
     space = tiny_network_space()
     searcher = EvolutionSearcher(space, METRIC, "max", population_size=2, sample_size=2, seed=0)
@@ -202,6 +203,7 @@ def own_trainable(config: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_own_trainable_with_the_callback(ray_session, tmp_path) -> None:
     import keras
 
@@ -283,6 +285,7 @@ def test_callback_rejects_unknown_autoinit_options() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_asha_stops_some_trials_early(ray_session, tiny_task, tmp_path) -> None:
     import keras
     from ray.tune.schedulers import ASHAScheduler
@@ -334,6 +337,7 @@ class InterruptAfter(tune.Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_interrupted_experiment_resumes_without_repeating_trials(
     ray_session, tiny_task, tmp_path
 ) -> None:
@@ -394,6 +398,7 @@ def test_import_stays_light() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.parametrize("script", ["ray_tune_evolution.py", "ray_tune_own_trainable.py"])
 def test_examples_run_quick(script, tmp_path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
