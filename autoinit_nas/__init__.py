@@ -28,6 +28,7 @@ __all__ = [
     "AutoInit",
     "AutoInitCallback",
     "AutoInitHyperModel",
+    "AutoInitTuneCallback",
     "AutoInitError",
     "CandidateFailedError",
     "Estimate",
@@ -40,6 +41,7 @@ __all__ = [
     "Signal",
     "SignalError",
     "SignalReport",
+    "SignalReportCollector",
     "UnsupportedLayerError",
     "WeightedAdd",
     "initialize",
@@ -53,6 +55,8 @@ _LAZY = {
     "AutoInitHyperModel": "autoinit_nas.keras_tuner_hooks",
     "EvolutionOracle": "autoinit_nas.evolution_oracle",
     "EvolutionTuner": "autoinit_nas.evolution_oracle",
+    "AutoInitTuneCallback": "autoinit_nas.tune_callback",
+    "SignalReportCollector": "autoinit_nas.tune_callback",
 }
 
 

@@ -25,6 +25,7 @@ from evolution._run import Evolution, RunSummary
 from evolution._spaces import resolve_space
 from evolution._store import CandidateRecord, RunStore
 from evolution._tasks import Task, load_task
+from evolution.tune_trainable import make_trainable, with_trial_resources
 
 __all__ = [
     "ALGORITHMS",
@@ -33,6 +34,7 @@ __all__ = [
     "EvalConfig",
     "EvalResult",
     "Evolution",
+    "EvolutionSearcher",
     "Executor",
     "ExportResult",
     "InProcessExecutor",
@@ -48,9 +50,29 @@ __all__ = [
     "Task",
     "evaluate_candidate",
     "export_best",
+    "genome_trial_dirname",
     "load_task",
     "make_algorithm",
+    "make_trainable",
     "parse_duration",
     "resolve_space",
+    "with_trial_resources",
     "write_report",
 ]
+
+# The Ray Tune searcher imports ray.tune: loaded on first use, so ``import evolution`` stays light.
+_LAZY = {
+    "EvolutionSearcher": "evolution.tune_searcher",
+    "genome_trial_dirname": "evolution.tune_searcher",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evolution' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
