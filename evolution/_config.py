@@ -35,7 +35,8 @@ class RunConfig:
     """Everything that defines a run (JSON-serializable; saved in the run store).
 
     Args:
-        task: ``"mnist1d"`` or a path to a ``.npz`` file.
+        task: ``"mnist1d"``, a path to a ``.npz`` file or ``"package.module:function"``
+            returning the arrays (see ``load_task``).
         space: search space name (``network``) or ``module:Class``; ``space_options`` are its
             constructor arguments.
         algorithm: ``regularized``, ``nsga2`` or ``mu_plus_lambda``.
@@ -70,11 +71,11 @@ class RunConfig:
     mutpb: float = 0.7
     budget_evals: int | None = 24
     time_budget_s: float | None = None
-    epochs: int = 5
+    epochs: int = 10
     train_seconds: float | None = None
-    batch_size: int = 64
+    batch_size: int = 100
     init: str = "autoinit"
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-2
     val_fraction: float = 0.1
     workers: int = 0
     cpus_per_trial: float = 1.0

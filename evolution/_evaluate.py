@@ -40,9 +40,9 @@ class EvalConfig:
         init: ``"autoinit"`` (the default) or ``"default"`` (Keras' initializers, for comparison).
     """
 
-    epochs: int = 5
+    epochs: int = 10
     train_seconds: float | None = None
-    batch_size: int = 64
+    batch_size: int = 100
     init: str = "autoinit"
 
     def __post_init__(self) -> None:

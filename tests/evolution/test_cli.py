@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evolution import RunStore
+from evolution import RunConfig, RunStore
 from evolution.cli import build_parser, main
 
 
@@ -63,3 +63,8 @@ def test_defaults_are_a_short_mnist1d_run() -> None:
     assert args.task == "mnist1d" and args.space == "network" and args.workers == 0
     assert args.budget_evals is None and args.time_budget is None  # -> 24 candidates
     assert args.algorithm == "regularized" and args.init == "autoinit"
+    # The parser's defaults (literals, so that --help imports nothing heavy) are RunConfig's.
+    defaults = RunConfig()
+    for key in ("epochs", "batch_size", "learning_rate", "population", "sample_size", "seed"):
+        assert getattr(args, key) == getattr(defaults, key), key
+    assert (defaults.epochs, defaults.batch_size, defaults.learning_rate) == (10, 100, 1e-2)
