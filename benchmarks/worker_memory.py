@@ -85,9 +85,14 @@ def run_ray(
     return rows
 
 
+_PARTIAL: dict[str, Any] = {}
+
+
 def _progress(i: int, rows: list[dict]) -> None:
     if (i + 1) % 10 == 0:
         print(f"{i + 1} candidates: RSS {rows[-1]['rss']:.0f} MiB", flush=True)
+        if _PARTIAL:  # so that an interrupted run still leaves its figures
+            save_json(_PARTIAL["name"], {**_PARTIAL, "rss_mib": [r["rss"] for r in rows]})
 
 
 def summarize(rss: list[float], tail: int = 100) -> dict[str, float]:
@@ -95,8 +100,18 @@ def summarize(rss: list[float], tail: int = 100) -> dict[str, float]:
     y = np.asarray(rss)
     last = y[-min(tail, len(y)) :]
     slope = float(np.polyfit(np.arange(len(last)), last, 1)[0]) if len(last) > 1 else np.nan
+    steps = np.diff(y)
+    jumps = steps > 50  # one candidate raising the allocators' high-water mark for good
+    tail_steps = steps[-(len(last) - 1) :] if len(last) > 1 else steps[:0]
+    creep = float(np.mean(tail_steps[tail_steps <= 50])) if len(tail_steps) else np.nan
     return {
         "candidates": len(y),
+        "jumps_over_50_mib": [
+            {"candidate": int(i) + 2, "mib": round(float(steps[i]), 1)}
+            for i in np.flatnonzero(jumps)
+        ],
+        "median_step_mib": round(float(np.median(steps)), 2) if len(steps) else np.nan,
+        f"creep_last_{len(last)}_without_jumps_mib_per_candidate": round(creep, 3),
         "rss_first_mib": round(float(y[0]), 1),
         "rss_after_20_mib": round(float(y[min(19, len(y) - 1)]), 1),
         "rss_final_mib": round(float(y[-1]), 1),
@@ -144,15 +159,24 @@ def main() -> None:
     genomes = [space.sample(rng).to_json() for _ in range(args.candidates)]
     config = EvalConfig(epochs=1, batch_size=128)
     clock = time.monotonic()
+    name = f"{args.mode}{'_baseline' if args.baseline else ''}"
+    if args.recycle_after:
+        name += f"_recycle{args.recycle_after}"
+    label = {
+        "inprocess": "in-process",
+        "inprocess_baseline": "in-process, before (clear_session + gc)",
+    }.get(
+        name,
+        "Ray worker" + (f", recycled every {args.recycle_after}" if args.recycle_after else ""),
+    )
+    _PARTIAL.update(name=f"worker_memory_{name}.json", label=label, args=vars(args), partial=True)
     if args.mode == "inprocess":
         if args.baseline:
             evaluate_module.release_memory = _old_release
         rows = run_inprocess(space, genomes, task, config)
-        label = "in-process, before (clear_session + gc)" if args.baseline else "in-process"
     else:
         recycle = args.recycle_after or args.candidates + 1
         rows = run_ray(space, genomes, task, config, recycle)
-        label = "Ray worker" + (f", recycled every {recycle}" if args.recycle_after else "")
     rss = [r["rss"] for r in rows]
     summary = {
         **summarize(rss),
@@ -161,9 +185,6 @@ def main() -> None:
         "seconds": round(time.monotonic() - clock, 1),
     }
     print(label, summary)
-    name = f"{args.mode}{'_baseline' if args.baseline else ''}"
-    if args.recycle_after:
-        name += f"_recycle{args.recycle_after}"
     save_json(
         f"worker_memory_{name}.json",
         {"label": label, "args": vars(args), "summary": summary, "rss_mib": rss},

@@ -278,7 +278,8 @@ def _train_and_score(
     }
     if guard.nonfinite is not None:
         return EvalResult.failure("nan", guard.nonfinite, **common)
-    probs = _outputs(model, task.x_val)
+    # In training-sized batches: a larger one raises the allocator's high-water mark for good.
+    probs = _outputs(model, task.x_val, batch_size=config.batch_size)
     if not np.all(np.isfinite(probs)):
         return EvalResult.failure("nan", "non-finite validation outputs", **common)
     val_loss = _sparse_crossentropy(probs, task.y_val)
