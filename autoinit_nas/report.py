@@ -154,8 +154,8 @@ class SignalReport:
     def plot(self, path: str, *, model: Any = None, default_samples: int = 64) -> str:
         """Variance by depth: AutoInit (predicted, measured) vs Keras' default initialization.
 
-        The default-init curve is measured on a fresh clone of the model (Keras' own
-        initializers), so the figure compares the two initializations of one architecture.
+        The default-init curve is measured on a fresh clone of the model with each layer class's
+        own default initializers, so the figure compares the two initializations of one architecture.
         """
         import matplotlib
 
@@ -168,7 +168,14 @@ class SignalReport:
         if model is not None:
             import keras
 
-            clone = keras.models.clone_model(model)
+            def with_class_defaults(layer: Any) -> Any:
+                # The model may carry placeholder initializers (a builder that lets AutoInit
+                # draw starts kernels at zero): Keras' default is each class's own initializer.
+                config = {k: v for k, v in layer.get_config().items()
+                          if not k.endswith("_initializer")}
+                return layer.__class__.from_config(config)
+
+            clone = keras.models.clone_model(model, clone_function=with_class_defaults)
             default = measure_variances(clone, samples=default_samples, seed=1)
             ax.plot(depth[: len(default)], [max(v, 1e-300) for _, v in default],
                     color="tab:red", label="Keras default init (measured)")
