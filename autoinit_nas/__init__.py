@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from autoinit_nas._context import Estimate
+from autoinit_nas._lazy import lazy_exports
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 from autoinit_nas.autoinit import AutoInit, initialize, predict_signal
@@ -59,13 +60,4 @@ _LAZY = {
     "SignalReportCollector": "autoinit_nas.tune_callback",
 }
 
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'autoinit_nas' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports('autoinit_nas', _LAZY, globals())

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from autoinit_nas._lazy import lazy_exports
 from evolution._algorithm_base import Algorithm, Individual, Proposal
 from evolution._algorithms import (
     ALGORITHMS,
@@ -66,13 +67,4 @@ _LAZY = {
     "genome_trial_dirname": "evolution.tune_searcher",
 }
 
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'evolution' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports('evolution', _LAZY, globals())
