@@ -122,9 +122,62 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     return _finish(layer, pre, plan, std, ctx)
 
 
+def _windows(m: np.ndarray, kernel_shape: tuple[int, ...], layer: Any) -> np.ndarray | None:
+    """The receptive fields of a channels-last batch ``m`` (B, *spatial, C) as a strided view
+    (B, *out, C, *kernel_shape), padded as Keras pads ('valid', 'same', 'causal'), or ``None``
+    where the layer's layout is not covered (channels-first)."""
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    padding = str(getattr(layer, "padding", "valid")).lower()
+    nd = len(kernel_shape)
+    strides = tuple(layer.strides) if len(tuple(layer.strides)) == nd else (layer.strides[0],) * nd
+    dilation = tuple(layer.dilation_rate)
+    dilation = dilation if len(dilation) == nd else (dilation[0],) * nd
+    pads, extents, counts = [(0, 0)], [], []
+    for n, ks, s, d in zip(m.shape[1:-1], kernel_shape, strides, dilation, strict=True):
+        extent = (ks - 1) * d + 1
+        if padding == "same":
+            count = -(-n // s)
+            total = max((count - 1) * s + extent - n, 0)
+            pads.append((total // 2, total - total // 2))
+        elif padding == "causal":
+            count = -(-n // s)
+            pads.append((extent - 1, 0))
+        elif padding == "valid":
+            count = (n - extent) // s + 1
+            pads.append((0, 0))
+        else:
+            return None
+        extents.append(extent)
+        counts.append(count)
+    pads.append((0, 0))
+    padded = np.pad(m, pads) if any(p != (0, 0) for p in pads) else m
+    view = np.lib.stride_tricks.sliding_window_view(padded, extents, axis=tuple(range(1, nd + 1)))
+    index = (
+        (slice(None),)
+        + tuple(slice(0, c * s, s) for c, s in zip(counts, strides, strict=True))
+        + (slice(None),)
+        + tuple(slice(None, None, d) for d in dilation)
+    )
+    return view[index]
+
+
 def _conv_forward(layer: Any) -> Forward:
-    return lambda m, k: _np(layer.convolution_op(keras.ops.convert_to_tensor(m, "float32"),
-                                                   keras.ops.convert_to_tensor(k, "float32")))
+    """Keras' cross-correlation of the layer, in float64 NumPy (microseconds on the small maps
+    of a search candidate, where a TensorFlow call costs a millisecond); TensorFlow for
+    layouts the NumPy path does not cover (channels-first, grouped kernels)."""
+
+    def forward(m: np.ndarray, k: np.ndarray) -> np.ndarray:
+        nd = k.ndim - 2
+        if k.shape[-2] == m.shape[-1]:  # groups == 1
+            w = _windows(m, k.shape[:nd], layer)
+            if w is not None:  # (B, *out, C, *ks) . (*ks, C, O)
+                axes = list(range(w.ndim - nd, w.ndim)) + [w.ndim - nd - 1]
+                return np.tensordot(w, k, axes=(axes, list(range(nd)) + [nd]))
+        return _np(layer.convolution_op(keras.ops.convert_to_tensor(m, "float32"),
+                                        keras.ops.convert_to_tensor(k, "float32")))
+
+    return forward
 
 
 _BaseConv = type(keras.layers.Conv2D(1, 1)).__mro__[1]
@@ -147,10 +200,20 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
 
 
 def _depthwise_forward(layer: Any) -> Forward:
-    return lambda m, k: _np(keras.ops.depthwise_conv(
-        keras.ops.convert_to_tensor(m, "float32"), keras.ops.convert_to_tensor(k, "float32"),
-        strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
-        data_format=layer.data_format))
+    def forward(m: np.ndarray, k: np.ndarray) -> np.ndarray:
+        nd = k.ndim - 2
+        w = _windows(m, k.shape[:nd], layer)
+        if w is not None:  # (B, *out, C, *ks) . (*ks, C, M) -> (B, *out, C * M)
+            flat = w.reshape(*w.shape[: nd + 2], -1)
+            taps = k.reshape(-1, *k.shape[nd:])
+            out = np.einsum("...ck,kcm->...cm", flat, taps)
+            return out.reshape(*out.shape[:-2], -1)
+        return _np(keras.ops.depthwise_conv(
+            keras.ops.convert_to_tensor(m, "float32"), keras.ops.convert_to_tensor(k, "float32"),
+            strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format))
+
+    return forward
 
 
 @register_estimator(_BaseDepthwise)
@@ -181,6 +244,8 @@ def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
     )
 
     def pointwise(m: np.ndarray, k: np.ndarray) -> np.ndarray:
+        if layer.data_format == "channels_last":
+            return m @ k.reshape(k.shape[-2], k.shape[-1])
         return _np(keras.ops.conv(keras.ops.convert_to_tensor(m, "float32"),
                                   keras.ops.convert_to_tensor(k, "float32"),
                                   strides=1, padding="valid", data_format=layer.data_format))

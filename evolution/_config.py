@@ -47,7 +47,8 @@ class RunConfig:
         budget_evals: number of candidates to train (duplicates are not trained, not counted).
         time_budget_s: stop proposing after this many seconds of run time (summed over resumes).
         epochs, train_seconds, batch_size, init: training budget of each candidate.
-        learning_rate: passed to the search space through ``TaskSpec``.
+        lr_schedule: ``cosine`` (decay to 0 over the budget) or ``constant``.
+        learning_rate: initial learning rate, passed to the search space through ``TaskSpec``.
         val_fraction: share of the training data held out for fitness.
         workers: evaluations in flight; 0 evaluates in this process.
         cpus_per_trial, gpus_per_trial: Ray resources of each evaluation (fractions allowed).
@@ -75,6 +76,7 @@ class RunConfig:
     train_seconds: float | None = None
     batch_size: int = 100
     init: str = "autoinit"
+    lr_schedule: str = "cosine"
     learning_rate: float = 1e-2
     val_fraction: float = 0.1
     workers: int = 0
@@ -112,6 +114,7 @@ class RunConfig:
             train_seconds=self.train_seconds,
             batch_size=self.batch_size,
             init=self.init,
+            lr_schedule=self.lr_schedule,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,4 +123,6 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("lr_schedule", "constant")  # runs saved before schedules existed
+        return cls(**values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from autoinit_nas.errors import FatalSearchError
 from evolution._config import RunConfig
-from evolution._evaluate import _outputs
+from evolution._evaluate import _outputs, lr_schedule_callback
 from evolution._spaces import resolve_space
 from evolution._store import RunStore
 from evolution._tasks import Task, load_task
@@ -94,6 +95,11 @@ def export_best(
         model = space.build(
             space.from_json(record.genome), task.spec, init=config.init, seed=record.seed
         )
+        schedule = lr_schedule_callback(
+            config.lr_schedule,
+            epochs=n_epochs,
+            steps_per_epoch=math.ceil(len(task.x_full) / config.batch_size),
+        )
         clock = time.monotonic()
         model.fit(
             task.x_full,
@@ -102,6 +108,7 @@ def export_best(
             batch_size=config.batch_size,
             shuffle=True,
             verbose=0,
+            callbacks=[schedule] if schedule is not None else [],
         )
         train_seconds = time.monotonic() - clock
         test_accuracy = test_loss = None

@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Adam learning rate (default 1e-2, as the MNIST-1D paper trains its baselines)",
     )
     ev.add_argument(
+        "--lr-schedule",
+        default="cosine",
+        choices=["cosine", "constant"],
+        help="'cosine' decays the learning rate to 0 over each candidate's budget (default)",
+    )
+    ev.add_argument(
         "--init",
         default="autoinit",
         choices=["autoinit", "default"],
@@ -236,6 +242,7 @@ def _evolve(args: argparse.Namespace) -> int:
         train_seconds=args.train_seconds,
         batch_size=args.batch_size,
         init=args.init,
+        lr_schedule=args.lr_schedule,
         learning_rate=args.learning_rate,
         workers=args.workers,
         cpus_per_trial=args.cpus_per_trial,

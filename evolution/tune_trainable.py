@@ -37,6 +37,7 @@ def make_trainable(
     epochs: int = 5,
     batch_size: int = 64,
     init: str = "autoinit",
+    lr_schedule: str = "cosine",
     checkpoint: bool = False,
     autoinit_options: dict[str, Any] | None = None,
     name: str = "autoinit_nas_trial",
@@ -52,6 +53,7 @@ def make_trainable(
         epochs: training epochs; one report per epoch (the ``training_iteration``).
         batch_size: mini-batch size.
         init: ``"autoinit"`` or ``"default"`` (Keras' initializers, for comparison runs).
+        lr_schedule: ``"cosine"`` (decay to 0 over ``epochs``) or ``"constant"``.
         checkpoint: also save a model checkpoint with every report (costs a model save).
         autoinit_options: options for AutoInit passed to ``space.build`` (``mode``, ...).
         name: the trainable's name (Ray uses it for the experiment name).
@@ -61,7 +63,9 @@ def make_trainable(
         A genome that fails to build, or a non-finite training loss, ends the trial with
         ``CandidateFailedError`` (the trial errors; ``EvolutionSearcher`` scores it worst).
     """
-    eval_config = EvalConfig(epochs=epochs, batch_size=batch_size, init=init)
+    eval_config = EvalConfig(
+        epochs=epochs, batch_size=batch_size, init=init, lr_schedule=lr_schedule
+    )
     task_obj = task if isinstance(task, Task) else load_task(task)
     if space is None:
         space = NetworkSearchSpace(
@@ -120,7 +124,7 @@ def _train_trial(
     except Exception as exc:  # recorded as a failed trial, like evaluate_candidate does
         kind, reason = _classify(exc)
         raise CandidateFailedError(reason, kind=kind) from exc
-    guard, callbacks = _make_callbacks(None)
+    guard, callbacks = _make_callbacks(None, eval_config, len(task.x_train))
     reporter = AutoInitTuneCallback(
         initialize=False,
         checkpoint_on="epoch_end" if checkpoint else (),

@@ -81,3 +81,32 @@ def test_maps_are_integrated_elementwise():
         want = brute(np.tanh, mu[idx], var[idx])
         assert got_first[idx] == pytest.approx(want[0], abs=1e-6)
         assert got_second[idx] == pytest.approx(want[1], abs=1e-6)
+
+
+def test_numpy_twins_of_keras_activations_match_keras():
+    """The float64 NumPy forms used for integration are Keras' own functions, not look-alikes."""
+    import keras
+
+    from autoinit_nas._functions import NUMPY_FORMS, as_numpy_fn
+
+    assert len(NUMPY_FORMS) >= 12
+    x = np.linspace(-30.0, 30.0, 6001)
+    for keras_fn, numpy_fn in NUMPY_FORMS.items():
+        assert as_numpy_fn(keras_fn) is numpy_fn
+        ref = np.asarray(keras.ops.convert_to_numpy(keras_fn(keras.ops.convert_to_tensor(x, "float64"))))
+        np.testing.assert_allclose(numpy_fn(x), ref, rtol=1e-7, atol=1e-7, err_msg=keras_fn.__name__)
+
+
+def test_parametric_activation_is_integrated_in_numpy_with_its_current_parameters():
+    import keras
+
+    from autoinit_nas import ParametricActivation
+    from autoinit_nas._functions import as_numpy_fn
+
+    layer = ParametricActivation("alpha * x * sigmoid(beta * x) + gamma * sin(x)")
+    layer.beta.assign(2.5)
+    fn = as_numpy_fn(layer)
+    x = np.linspace(-8.0, 8.0, 1001)
+    ref = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(x, "float32")))
+    np.testing.assert_allclose(fn(x), ref, rtol=1e-5, atol=1e-5)
+    assert fn(np.array([1.0]))[0] == pytest.approx(1.0 / (1.0 + np.exp(-2.5)) + np.sin(1.0))

@@ -80,3 +80,62 @@ def test_eval_config_defaults_and_errors() -> None:
         EvalConfig(init="he")
     with pytest.raises(ValueError, match="Received: epochs=0"):
         EvalConfig(epochs=0)
+    assert config.lr_schedule == "cosine"
+    with pytest.raises(ValueError, match="Received: 'step'"):
+        EvalConfig(lr_schedule="step")
+
+
+class _RecordRate(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def _tiny_model() -> keras.Model:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
+    return model
+
+
+def test_cosine_schedule_decays_over_the_step_budget_and_restores_the_rate() -> None:
+    from evolution._evaluate import lr_schedule_callback
+
+    model, record = _tiny_model(), _RecordRate()
+    schedule = lr_schedule_callback("cosine", epochs=2, steps_per_epoch=5)
+    x, y = np.ones((50, 4), "float32"), np.zeros((50, 3), "float32")
+    model.fit(x, y, batch_size=10, epochs=2, verbose=0, callbacks=[schedule, record])
+    expected = [0.01 * (1 + np.cos(np.pi * s / 10)) for s in range(10)]
+    np.testing.assert_allclose(record.rates, expected, rtol=1e-6)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.02)
+    assert lr_schedule_callback("constant", epochs=2, steps_per_epoch=5) is None
+
+
+def test_cosine_schedule_by_seconds_reaches_zero_at_the_deadline() -> None:
+    import time
+
+    from evolution._evaluate import lr_schedule_callback
+
+    class _Slow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            time.sleep(0.05)
+
+    model, record = _tiny_model(), _RecordRate()
+    schedule = lr_schedule_callback("cosine", epochs=1, steps_per_epoch=1, train_seconds=0.3)
+    x, y = np.ones((100, 4), "float32"), np.zeros((100, 3), "float32")
+    model.fit(x, y, batch_size=10, epochs=1, verbose=0, callbacks=[schedule, record, _Slow()])
+    rates = np.asarray(record.rates)
+    assert rates[0] == pytest.approx(0.02)
+    assert np.all(np.diff(rates) <= 1e-12)
+    assert rates[-1] == 0.0  # ten batches of >= 50 ms: past the 0.3 s budget
+
+
+def test_runs_saved_without_a_schedule_resume_with_a_constant_rate() -> None:
+    from evolution import RunConfig
+
+    data = RunConfig().to_dict()
+    assert data["lr_schedule"] == "cosine"
+    del data["lr_schedule"]
+    assert RunConfig.from_dict(data).lr_schedule == "constant"
