@@ -174,13 +174,15 @@ def max_of_iid(
     var: np.ndarray,
     k: np.ndarray | int,
     *,
-    nodes: int = 2049,
+    nodes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """E[Y] and E[Y^2] for Y the max of k i.i.d. copies of f(X), X ~ N(mu, var).
 
     With ``fn=None`` (f is the identity) the closed form through ``standard_max_moments`` is
     used. Otherwise the distribution of f(X) is discretized on a fine grid, sorted, and the
-    max's distribution is F^k: exact for any f, monotone or not (swish, gelu, ...).
+    max's distribution is F^k: exact for any f, monotone or not (swish, gelu, ...). The grid
+    has 2049 nodes, fewer (down to 513) when a map has many distinct elements; the error of the
+    variance falls as 1/nodes^2: about 2e-5 relative at 2049 nodes, 3e-4 at 513.
     """
     mu, var, k = np.broadcast_arrays(np.asarray(mu, float), np.asarray(var, float), np.asarray(k))
     shape = mu.shape
@@ -194,6 +196,8 @@ def max_of_iid(
         return mean.reshape(shape), (sd**2 * v + mean**2).reshape(shape)
     rows = np.stack([flat_mu, sd, flat_k.astype(float)], axis=1)
     uniq, inverse = np.unique(np.round(rows, 9), axis=0, return_inverse=True)
+    if nodes is None:
+        nodes = int(np.clip(MAP_BUDGET // len(uniq), 513, 2049)) | 1
     z = np.linspace(-HALF_WIDTH, HALF_WIDTH, nodes)
     p = normal_pdf(z)
     p /= p.sum()

@@ -14,9 +14,9 @@ from autoinit_nas._functions import (
     apply_fn_to_signal,
     apply_function,
     as_numpy_fn,
+    linear_combination,
     monte_carlo,
     piecewise_relu,
-    sum_mixture,
 )
 from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_iid
 from autoinit_nas._registry import register_estimator
@@ -98,15 +98,13 @@ def _softmax_layer(layer: Any, inputs: list[Signal], ctx: Context, node: Any) ->
 # ---------------------------------------------------------------- merges
 def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...]) -> Signal:
     """Add, subtract, average, multiply, maximum, minimum of independent inputs."""
+    coeffs = {"add": [1.0] * len(xs), "subtract": [1.0, -1.0],
+              "average": [1.0 / len(xs)] * len(xs)}.get(kind)
+    if coeffs is not None:
+        return linear_combination(xs, coeffs, out_shape)
     ms = [x.mean for x in xs]
     vs = [x.var for x in xs]
-    if kind == "add":
-        mean, var = sum(ms), sum(vs)
-    elif kind == "subtract":
-        mean, var = ms[0] - ms[1], vs[0] + vs[1]
-    elif kind == "average":
-        mean, var = sum(ms) / len(xs), sum(vs) / len(xs) ** 2
-    elif kind == "multiply":
+    if kind == "multiply":
         mean = np.prod(np.broadcast_arrays(*ms), axis=0)
         second = np.prod(np.broadcast_arrays(*[v + m**2 for m, v in zip(ms, vs)]), axis=0)
         var = second - mean**2
@@ -118,16 +116,10 @@ def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...]) -> Si
         mean = sign * mean
     else:
         raise ValueError(f"Unknown merge kind: {kind!r}")
-    coeffs = {"add": [1.0] * len(xs), "subtract": [1.0, -1.0],
-              "average": [1.0 / len(xs)] * len(xs)}.get(kind)
-    mixture = None if coeffs is None else sum_mixture(xs, coeffs, out_shape)
-    scalar = not any(x.is_map for x in xs)
-    if scalar:
-        return replace(Signal.scalar(float(np.mean(mean)), float(np.mean(var)), out_shape),
-                       mixture=mixture)
+    if not any(x.is_map for x in xs):
+        return Signal.scalar(float(np.mean(mean)), float(np.mean(var)), out_shape)
     return Signal(np.broadcast_to(mean, out_shape).astype(float),
-                  np.maximum(np.broadcast_to(var, out_shape), 0).astype(float), out_shape,
-                  mixture=mixture)
+                  np.maximum(np.broadcast_to(var, out_shape), 0).astype(float), out_shape)
 
 
 for _cls, _kind in ((L.Add, "add"), (L.Subtract, "subtract"), (L.Average, "average"),

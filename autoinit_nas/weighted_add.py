@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from autoinit_nas._context import Context, Estimate
-from autoinit_nas._functions import sum_mixture
+from autoinit_nas._functions import linear_combination
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 
@@ -88,22 +88,13 @@ def _weighted_add(layer: WeightedAdd, inputs: list[Signal], ctx: Context, node: 
                     f"{i} has variance {v!r}. Expected a positive finite variance."
                 )
         coeffs = np.array([math.sqrt(ctx.target / (v * n)) for v in variances])
-        if ctx.realized and any(x.is_map for x in inputs):  # exact realized variance
-            total = _combine(inputs, coeffs, out_shape, shape_too=False).total_var
+        # The exact variance of the sum (realized maps, inputs that are functions of one
+        # Gaussian such as x and f(x)) sets the common scale.
+        total = linear_combination(inputs, coeffs, out_shape, shape_too=False).total_var
+        if math.isfinite(total) and total > 0:
             coeffs = coeffs * math.sqrt(ctx.target / total)
         plan = {layer.coefficient.path: coeffs}
-    return Estimate([_combine(inputs, coeffs, out_shape)], plan, None)
-
-
-def _combine(inputs: list[Signal], coeffs: np.ndarray, out_shape: tuple[int, ...],
-             shape_too: bool = True) -> Signal:
-    mean = sum(c * x.mean for c, x in zip(coeffs, inputs))
-    var = sum(c * c * x.var for c, x in zip(coeffs, inputs))
-    mixture = sum_mixture(inputs, [float(c) for c in coeffs], out_shape) if shape_too else None
-    if any(x.is_map for x in inputs):
-        return Signal(np.broadcast_to(mean, out_shape).astype(float),
-                      np.broadcast_to(var, out_shape).astype(float), out_shape, mixture=mixture)
-    return Signal(np.asarray(float(mean)), np.asarray(float(var)), out_shape, mixture=mixture)
+    return Estimate([linear_combination(inputs, coeffs, out_shape)], plan, None)
 
 
 def rewrite_residuals(model: keras.Model) -> keras.Model:

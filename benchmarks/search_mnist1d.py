@@ -14,6 +14,10 @@ reference: logistic regression 32%, MLP 68%, CNN 94%, GRU 91%, human expert 96%.
 
     python benchmarks/search_mnist1d.py --quick                          # a few minutes
     python benchmarks/search_mnist1d.py --time-budget 60m --seeds 3      # the 60-minute goal
+
+Runs of one initialization can go to separate processes (``--inits autoinit``, ``--inits
+default``, each pinned to a core) and their JSON files be joined afterwards with
+``--combine FILE FILE``.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ def one_run(init: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     )
     store.close()
     exported = export_best(run_dir, run_dir / "best.keras", epochs=args.export_epochs)
+    total_s = time.monotonic() - clock  # search and export: the time to a tested network
     return {
         "init": init,
         "seed": seed,
@@ -94,6 +99,8 @@ def one_run(init: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "best_val_accuracy": summary.best.val_accuracy,
         "best_params": summary.best.param_count,
         "test_accuracy": exported.test_accuracy,
+        "export_epochs": exported.epochs,
+        "total_s": round(total_s, 1),
         "curve": curve,
         "minutes": minutes,
     }
@@ -141,7 +148,18 @@ def main() -> None:
     parser.add_argument("--algorithm", default="regularized")
     parser.add_argument("--workers", type=int, default=0, help="Ray workers; 0: in-process")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--combine", nargs="+", default=None, metavar="JSON", help="table and figure from saved runs"
+    )
     args = parser.parse_args()
+    if args.combine:
+        import json
+
+        results = [r for f in args.combine for r in json.loads(open(f).read())["results"]]
+        report(results, args, tag="")
+        return
     if args.quick:
         args.seeds, args.budget_evals, args.epochs, args.population = 1, 6, 2, 4
     args.time_budget_s = parse_duration(args.time_budget)
@@ -149,7 +167,14 @@ def main() -> None:
         args.budget_evals = None
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    results = [one_run(init, seed, args) for seed in range(args.seeds) for init in INITS]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    results = [one_run(init, seed, args) for seed in seeds for init in args.inits]
+    tag = "" if list(args.inits) == list(INITS) else "-" + "-".join(args.inits)
+    report(results, args, tag=tag)
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace, tag: str) -> None:
+    """Print the table, save the JSON (``search_mnist1d{tag}.json``) and draw the figure."""
     rows = [
         [
             r["init"],
@@ -161,17 +186,20 @@ def main() -> None:
             f"{r['test_accuracy']:.4f}",
             r["best_params"],
             r["search_s"],
+            r.get("total_s", "n/a"),
         ]
         for r in results
     ]
     headers = ["init", "seed", "trained", "failed", "seed CNN val", "best val", "test", "params"]
-    print(format_table(rows, [*headers, "search s"]))
+    print(format_table(rows, [*headers, "search s", "search+export s"]))
     for init in INITS:
         tests = [r["test_accuracy"] for r in results if r["init"] == init]
+        if not tests:
+            continue
         per_seed = ", ".join(f"{t:.4f}" for t in tests)
         print(f"{init}: best test accuracy per seed {per_seed}; max {max(tests):.4f}")
-    save_json("search_mnist1d.json", {"args": dict(vars(args)), "results": results})
-    figure = FIGURES_DIR / "search_mnist1d.png"
+    save_json(f"search_mnist1d{tag}.json", {"args": dict(vars(args)), "results": results})
+    figure = FIGURES_DIR / f"search_mnist1d{tag}.png"
     plot(results, figure)
     print(f"Figure: {figure}")
 
