@@ -22,7 +22,7 @@ from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 from autoinit_nas.errors import SignalError
 
-__all__ = ["linear_estimate"]
+__all__ = ["linear_estimate", "windows"]
 
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -122,17 +122,21 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     return _finish(layer, pre, plan, std, ctx)
 
 
-def _windows(m: np.ndarray, kernel_shape: tuple[int, ...], layer: Any) -> np.ndarray | None:
+def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
+    values = tuple(int(v) for v in (value if isinstance(value, (tuple, list)) else (value,)))
+    return values if len(values) == nd else (values[0],) * nd
+
+
+def windows(m: np.ndarray, kernel_shape: tuple[int, ...], layer: Any) -> np.ndarray | None:
     """The receptive fields of a channels-last batch ``m`` (B, *spatial, C) as a strided view
-    (B, *out, C, *kernel_shape), padded as Keras pads ('valid', 'same', 'causal'), or ``None``
-    where the layer's layout is not covered (channels-first)."""
+    (B, *out, C, *kernel_shape), zero-padded as Keras pads ('valid', 'same', 'causal'), for a
+    convolution or pooling ``layer``; ``None`` where its layout is not covered (channels-first)."""
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return None
     padding = str(getattr(layer, "padding", "valid")).lower()
     nd = len(kernel_shape)
-    strides = tuple(layer.strides) if len(tuple(layer.strides)) == nd else (layer.strides[0],) * nd
-    dilation = tuple(layer.dilation_rate)
-    dilation = dilation if len(dilation) == nd else (dilation[0],) * nd
+    strides = _per_axis(getattr(layer, "strides", None) or kernel_shape, nd)
+    dilation = _per_axis(getattr(layer, "dilation_rate", 1), nd)
     pads, extents, counts = [(0, 0)], [], []
     for n, ks, s, d in zip(m.shape[1:-1], kernel_shape, strides, dilation, strict=True):
         extent = (ks - 1) * d + 1
@@ -170,7 +174,7 @@ def _conv_forward(layer: Any) -> Forward:
     def forward(m: np.ndarray, k: np.ndarray) -> np.ndarray:
         nd = k.ndim - 2
         if k.shape[-2] == m.shape[-1]:  # groups == 1
-            w = _windows(m, k.shape[:nd], layer)
+            w = windows(m, k.shape[:nd], layer)
             if w is not None:  # (B, *out, C, *ks) . (*ks, C, O)
                 axes = list(range(w.ndim - nd, w.ndim)) + [w.ndim - nd - 1]
                 return np.tensordot(w, k, axes=(axes, list(range(nd)) + [nd]))
@@ -202,7 +206,7 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
 def _depthwise_forward(layer: Any) -> Forward:
     def forward(m: np.ndarray, k: np.ndarray) -> np.ndarray:
         nd = k.ndim - 2
-        w = _windows(m, k.shape[:nd], layer)
+        w = windows(m, k.shape[:nd], layer)
         if w is not None:  # (B, *out, C, *ks) . (*ks, C, M) -> (B, *out, C * M)
             flat = w.reshape(*w.shape[: nd + 2], -1)
             taps = k.reshape(-1, *k.shape[nd:])

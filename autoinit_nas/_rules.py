@@ -18,6 +18,7 @@ from autoinit_nas._functions import (
     monte_carlo,
     piecewise_relu,
 )
+from autoinit_nas._linear import windows
 from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_iid
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
@@ -199,6 +200,15 @@ def _pool_geometry(layer: Any, x: Signal) -> tuple[Any, Any]:
     pool = tuple(layer.pool_size)
     strides = tuple(layer.strides) if layer.strides is not None else pool
 
+    if layer.data_format != "channels_first":  # NumPy: no TensorFlow call per map
+        axes = tuple(range(-rank, 0))
+        count = windows(np.ones((1, *x.shape[:-1], 1)), pool, layer)[0].sum(axis=axes)
+
+        def avg_np(m: np.ndarray) -> np.ndarray:
+            return windows(np.asarray(m, float)[None], pool, layer)[0].sum(axis=axes) / count
+
+        return avg_np, count
+
     def avg(m: np.ndarray) -> np.ndarray:
         return _np(keras.ops.average_pool(keras.ops.convert_to_tensor(m[None], "float32"), pool,
                                           strides, layer.padding, layer.data_format))[0]
@@ -336,6 +346,12 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
 def _layer_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
     x = inputs[0]
     axes = _axes_of(layer.axis, len(x.shape))
+    if int(np.prod([x.shape[a] for a in axes])) == 1:
+        # One value per sample minus its own mean: the output is beta, whatever the input.
+        b = ctx.value(layer.beta) if getattr(layer, "beta", None) is not None else 0.0
+        out = Signal(np.broadcast_to(np.asarray(b, float).reshape(-1)[0] if np.size(b) else 0.0,
+                                     x.shape).astype(float), np.zeros(x.shape), x.shape)
+        return Estimate([out if x.is_map else out.collapse()])
     gamma = _param_shape(ctx.value(layer.gamma) if getattr(layer, "gamma", None) is not None else None, x.shape, axes)
     beta = _param_shape(ctx.value(layer.beta) if getattr(layer, "beta", None) is not None else None, x.shape, axes)
     return Estimate([_normalize(x, axes, gamma, beta, float(layer.epsilon))])

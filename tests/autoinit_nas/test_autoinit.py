@@ -220,6 +220,37 @@ def test_weighted_add_keeps_unit_variance_and_rewrite_replaces_add():
     assert 0.5 < wadds[-1].measured_var < 2.0
 
 
+def _correlated_merges():
+    inp = keras.Input((512,))
+    x = L.Dense(512, name="x")(inp)
+    added = L.Add(name="x_plus_relu")([x, L.Activation("relu")(x)])
+    diff = L.Subtract(name="tanh_minus_x")([L.Activation("tanh")(x), x])
+    weighted = WeightedAdd(name="weighted")(
+        [L.Activation("tanh")(x), L.Activation("sigmoid")(x), x]
+    )
+    return keras.Model(inp, [added, diff, weighted])
+
+
+@pytest.mark.parametrize("mode", ["expected", "realized"])
+def test_merges_of_functions_of_one_tensor_are_exact(mode):
+    """x + relu(x) has variance 2.5 - 1/(2 pi) for unit x, not the 1.5 of independent inputs."""
+    from scipy import integrate
+
+    model = _correlated_merges()
+    rep = initialize(model, seed=0, mode=mode).measure(model, samples=2048, seed=1)
+    by_name = {entry.name: entry for entry in rep.layers}
+    x_var = by_name["x"].var
+    assert x_var == pytest.approx(1.0, rel=1e-6)
+    assert by_name["x_plus_relu"].var == pytest.approx(2.5 - 1 / (2 * math.pi), rel=2e-3)
+    pdf = lambda t: math.exp(-t * t / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    e2 = integrate.quad(lambda t: (math.tanh(t) - t) ** 2 * pdf(t), -12, 12)[0]
+    assert by_name["tanh_minus_x"].var == pytest.approx(e2, rel=2e-3)  # mean 0 by symmetry
+    assert by_name["weighted"].var == pytest.approx(1.0, rel=1e-6)
+    for name in ("x_plus_relu", "tanh_minus_x", "weighted"):
+        entry = by_name[name]
+        assert entry.measured_var == pytest.approx(entry.var, rel=0.05), name
+
+
 def test_weighted_add_and_model_reload_without_custom_objects(tmp_path):
     model = resnet_like(2, add=WeightedAdd)
     initialize(model, seed=0)
@@ -320,3 +351,13 @@ def test_shared_layer_scaled_for_its_largest_input_with_shared_layers_max(varian
     if first_vars != pytest.approx(max_vars, rel=1e-3):  # the walk met the small input first
         assert first_vars == pytest.approx([1.0, 9.0], rel=0.05)
         assert any("scaled" in entry.estimator for entry in report.layers[-2:])
+
+
+def test_layer_norm_over_one_feature_outputs_beta_and_the_next_layer_says_so():
+    inp = keras.Input((40, 1))
+    normed = L.LayerNormalization(name="ln")(inp)
+    model = keras.Model(inp, L.Dense(8, name="after_ln")(normed))
+    with pytest.raises(SignalError, match="after_ln.*second moment E\\[x\\^2\\]=0.0"):
+        initialize(model, seed=0)
+    sample = np.random.default_rng(0).standard_normal((16, 40, 1)).astype("float32")
+    assert np.all(keras.ops.convert_to_numpy(L.LayerNormalization()(sample)) == 0.0)
