@@ -243,6 +243,13 @@ class _Planner:
         if op == "batch_norm":
             return self.add(name, "BatchNormalization", src, shape, 2 * shape[-1])
         if op == "layer_norm":
+            if shape[-1] == 1 and len(shape) > 1:
+                # Normalizing one channel per position would output beta alone (every value
+                # minus itself); a single-channel map is normalized over all its positions.
+                axes = list(range(1, len(shape) + 1))
+                return self.add(
+                    name, "LayerNormalization", src, shape, 2 * math.prod(shape), axis=axes
+                )
             return self.add(name, "LayerNormalization", src, shape, 2 * shape[-1])
         if op == "dropout":
             return self.add(name, "Dropout", src, shape, seeded=("seed",), rate=p["rate"])

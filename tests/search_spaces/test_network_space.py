@@ -162,6 +162,26 @@ def test_merges_of_mismatched_shapes_are_resolved_by_the_builder() -> None:
         assert genome_size(genome, task) == (len(model.layers) - 1, trainable)
 
 
+def test_layer_norm_of_a_single_channel_map_normalizes_over_positions() -> None:
+    """LayerNormalization over one channel would output beta alone; the builder normalizes the
+    whole map instead, so the signal survives (predicted and measured variance ~1)."""
+    nodes = (
+        Node.make("n", "layer_norm", INPUT),
+        Node.make("c", "conv", "n", filters=8, kernel_size=3, strides=1),
+    )
+    genome = NetworkGenome(nodes, "c", "flatten")
+    task = TaskSpec((40, 1), 10)
+    model = NetworkSearchSpace().build(genome, task, seed=0)
+    norm = model.get_layer("n_layer_norm")
+    assert list(norm.axis) == [1, 2]
+    report = model.signal_report.measure(model, samples=256, seed=0)
+    entry = next(e for e in report.layers if e.name == "n_layer_norm")
+    assert entry.var == pytest.approx(1.0, rel=0.01)
+    assert entry.measured_var == pytest.approx(1.0, rel=0.05)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert genome_size(genome, task) == (len(model.layers) - 1, trainable)
+
+
 @pytest.mark.parametrize("chain", range(6))
 def test_random_chains_build_with_finite_autoinit_forward_pass(chain: int) -> None:
     rng = np.random.default_rng(100 + chain)
