@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._signal import Signal, Source
@@ -165,7 +166,8 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     """
     mix = x.mixture
     exact_mean, exact_var, out_mix = mix.apply(fn)
-    src = Source(np.asarray(x.mean), np.asarray(x.var), fn)
+    src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr)
+    corr = _fn_corr(x.corr, x.mean, x.var, fn, x.shape)
     if not x.is_map:
         return Signal(np.asarray(float(exact_mean[0])), np.asarray(float(exact_var[0])), x.shape,
                       src, out_mix)
@@ -175,7 +177,7 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     g_first, g_second = gaussian_moments(fn, mean_c, var_c)
     g_var = np.maximum(g_second - g_first**2, 0.0)
     return Signal(np.asarray(first + (exact_mean - g_first)),
-                  np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix)
+                  np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix, corr=corr)
 
 
 def _mixture_of(x: Signal, channels: int) -> Mixture | None:
@@ -251,7 +253,9 @@ def _independent_parts(xs: list[Signal], coeffs: list[float]) -> tuple[list[Sign
         # The root itself when it is an input (it may carry a mixture), else its Gaussian.
         root = next((x for x, _, _ in members if x.source is None), None)
         if root is None:
-            root = Signal(mean, var, members[0][0].shape)
+            first = members[0][0]
+            root = Signal(mean, var, first.shape,
+                          corr=first.source.corr if first.source is not None else None)
         parts.append(apply_fn_to_signal(combined, root))
         part_coeffs.append(1.0)
     return parts, part_coeffs
@@ -270,9 +274,23 @@ def linear_combination(
     if not any(x.is_map for x in xs):
         return Signal(np.asarray(float(np.mean(mean))), np.asarray(float(np.mean(var))),
                       tuple(out_shape), mixture=mixture)
+    corr = None
+    if len(out_shape) == 2 and all(np.shape(x.var) == tuple(out_shape) for x in parts):
+        corr = combine_corr([(c, np.mean(x.var, axis=0), x.corr) for c, x in zip(cs, parts,
+                                                                               strict=True)],
+                            out_shape[0])
     return Signal(np.broadcast_to(mean, out_shape).astype(float),
                   np.maximum(np.broadcast_to(var, out_shape), 0.0).astype(float),
-                  tuple(out_shape), mixture=mixture)
+                  tuple(out_shape), mixture=mixture, corr=corr)
+
+
+def _fn_corr(corr: np.ndarray | None, mean: Any, var: Any, fn: Callable, shape: tuple) -> Any:
+    """Correlation between positions of fn(G) for a sequence map (None otherwise)."""
+    if corr is None or len(shape) != 2 or not _mixable(fn):
+        return None
+    mean_c = np.mean(np.broadcast_to(mean, shape), axis=0)
+    var_c = np.mean(np.broadcast_to(var, shape), axis=0)
+    return function_corr(corr, mean_c, var_c, fn)
 
 
 def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signal:
@@ -284,12 +302,15 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     if x.source is not None:
         pre_mean, pre_var = x.source.mean, x.source.var
         full = _compose(fn, x.source.fn)
+        root_corr = x.source.corr
     else:
         pre_mean, pre_var, full = x.mean, x.var, fn
+        root_corr = x.corr
     first, second = gaussian_moments(full, pre_mean, pre_var)
     var = np.maximum(second - first**2, 0.0)
-    src = Source(np.asarray(pre_mean), np.asarray(pre_var), full)
-    return Signal(np.asarray(first), np.asarray(var), x.shape, src)
+    src = Source(np.asarray(pre_mean), np.asarray(pre_var), full, root_corr)
+    corr = _fn_corr(root_corr, pre_mean, pre_var, full, x.shape)
+    return Signal(np.asarray(first), np.asarray(var), x.shape, src, corr=corr)
 
 
 def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Signal:

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from autoinit_nas._context import Context, Estimate
+from autoinit_nas._correlation import conv_corr, flat_cross_variance
 from autoinit_nas._functions import apply_function, softmax_mixture_weight
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
@@ -101,6 +102,60 @@ def linear_estimate(
     return Signal(mean, c * c * kv, out_shape), plan, nominal * c
 
 
+def _correlate(
+    x: Signal,
+    pre: Signal,
+    plan: dict[str, np.ndarray],
+    std: float | None,
+    ctx: Context,
+    kernel_var: Any,
+    kernel_1d: Callable[[np.ndarray], np.ndarray],
+    stride: int = 1,
+    dilation: int = 1,
+    bias_var: Any = None,
+) -> tuple[Signal, dict[str, np.ndarray], float | None]:
+    """For sequence maps: the output's correlation between positions and the variance that
+    correlated inputs add (realized mode), with the kernel rescaled so the total stays at the
+    target. ``kernel_1d`` turns the layer's kernel into a (taps, in, out) convolution kernel."""
+    if not (ctx.realized and x.is_map and len(x.shape) == 2 and len(pre.shape) == 2):
+        return pre, plan, std
+    kept = kernel_var.path not in plan
+    kernel = ctx.value(kernel_var) if kept else plan[kernel_var.path]
+    var_c = np.mean(np.broadcast_to(x.var, x.shape), axis=0)
+    corr, extra = conv_corr(x.corr, var_c, kernel_1d(np.asarray(kernel, float)), stride,
+                            dilation, pre.shape[0])
+    return _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
+
+
+def _add_variance(pre: Signal, extra: np.ndarray, plan: dict[str, np.ndarray],
+                  std: float | None, ctx: Context, kernel_var: Any,
+                  corr: np.ndarray | None, bias_var: Any = None,
+                  ) -> tuple[Signal, dict[str, np.ndarray], float | None]:
+    """Add ``extra`` (broadcast over the output's last axis) to the predicted variance; a
+    planned kernel is scaled so the realized total variance is still the target."""
+    var = np.maximum(pre.var + extra, 0.0)
+    mean = pre.mean
+    bias_path = None if bias_var is None else bias_var.path  # centered biases scale too
+    if kernel_var.path in plan and np.any(extra):
+        total = float(np.mean(var) + np.var(mean))
+        if math.isfinite(total) and total > 0:
+            f = math.sqrt(ctx.target / total)
+            plan = {path: value * f if path in (kernel_var.path, bias_path) else value
+                    for path, value in plan.items()}
+            mean, var = mean * f, var * f * f
+            std = None if std is None else std * f
+    return Signal(mean, var, pre.shape, corr=corr), plan, std
+
+
+def _depthwise_as_full(kernel: np.ndarray) -> np.ndarray:
+    """(taps, C, M) depthwise kernel as the equivalent (taps, C, C * M) convolution kernel."""
+    taps, channels, mult = kernel.shape
+    full = np.zeros((taps, channels, channels * mult))
+    for c in range(channels):
+        full[:, c, c * mult:(c + 1) * mult] = kernel[:, c, :]
+    return full
+
+
 def _sample_shape(layer: Any, node_output: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in node_output.shape[1:])
 
@@ -119,6 +174,17 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
         forward=lambda m, k: m @ k, fan_in=layer.kernel.shape[0],
         out_shape=_sample_shape(layer, node.outputs[0]),
     )
+    flat = x.meta.get("flat")  # Dense(Flatten(sequence)): positions are correlated
+    if flat is not None and ctx.realized and x.is_map and len(pre.shape) == 1:
+        var_map, corr = flat
+        kept = layer.kernel.path not in plan
+        kernel = ctx.value(layer.kernel) if kept else plan[layer.kernel.path]
+        extra = flat_cross_variance(var_map, corr, np.asarray(kernel, float))
+        pre, plan, std = _add_variance(pre, extra, plan, std, ctx, layer.kernel, None,
+                                       layer.bias)
+    else:
+        pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k[None],
+                                    bias_var=layer.bias)
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -200,6 +266,10 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
         layer, x, ctx, kernel_var=layer.kernel, bias_var=layer.bias, forward=_conv_forward(layer),
         fan_in=fan_in, out_shape=out_shape, channel_axis=_channel_axis(layer, len(out_shape)),
     )
+    if len(ks) == 3 and ks[1] == x.shape[-1] and layer.data_format == "channels_last":
+        pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k,
+                                    int(layer.strides[0]), int(layer.dilation_rate[0]),
+                                    layer.bias)
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -229,6 +299,10 @@ def _depthwise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
         forward=_depthwise_forward(layer), fan_in=int(np.prod(kernel.shape[:-2])),
         out_shape=out_shape, channel_axis=_channel_axis(layer, len(out_shape)),
     )
+    if len(kernel.shape) == 3 and layer.data_format == "channels_last":
+        pre, plan, std = _correlate(inputs[0], pre, plan, std, ctx, kernel, _depthwise_as_full,
+                                    int(layer.strides[0]), int(layer.dilation_rate[0]),
+                                    layer.bias)
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -246,6 +320,10 @@ def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
         layer, x, ctx, kernel_var=dk, forward=depthwise, fan_in=int(np.prod(dk.shape[:-2])),
         out_shape=tuple(mid_shape), channel_axis=ch, keep=keep,
     )
+    one_d = len(dk.shape) == 3 and layer.data_format == "channels_last"
+    if one_d:
+        mid, plan, _ = _correlate(x, mid, plan, None, ctx, dk, _depthwise_as_full,
+                                  int(layer.strides[0]), int(layer.dilation_rate[0]))
 
     def pointwise(m: np.ndarray, k: np.ndarray) -> np.ndarray:
         if layer.data_format == "channels_last":
@@ -258,7 +336,10 @@ def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
         layer, mid, ctx, kernel_var=pk, bias_var=layer.bias, forward=pointwise,
         fan_in=int(np.prod(pk.shape[:-1])), out_shape=out_shape, channel_axis=ch, keep=keep,
     )
-    plan.update(plan2)
+    if one_d:
+        pre, plan2, std = _correlate(mid, pre, plan2, std, ctx, pk, lambda k: k,
+                                     bias_var=layer.bias)
+    plan = {**plan, **plan2}
     return _finish(layer, pre, plan, std, ctx)
 
 

@@ -10,6 +10,12 @@ import keras
 import numpy as np
 
 from autoinit_nas._context import Context, Estimate
+from autoinit_nas._correlation import (
+    effective_count,
+    global_mean_var,
+    pool_corr,
+    window_factor,
+)
 from autoinit_nas._functions import (
     apply_fn_to_signal,
     apply_function,
@@ -141,7 +147,13 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         maps = [x.as_map() for x in inputs]
         mean = np.concatenate([m.mean for m in maps], axis=axis)
         var = np.concatenate([m.var for m in maps], axis=axis)
-        return Estimate([Signal(mean, var, out_shape)])
+        corr = None
+        if len(out_shape) == 2 and axis % 2 == 1 and any(m.corr is not None for m in maps):
+            delta = np.zeros((out_shape[0], 1))
+            delta[0] = 1.0
+            corr = np.concatenate([m.corr if m.corr is not None else
+                                   np.repeat(delta, m.shape[-1], axis=1) for m in maps], axis=1)
+        return Estimate([Signal(mean, var, out_shape, corr=corr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
     mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs)))
@@ -154,7 +166,18 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
 def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
     x, p = inputs[0], float(layer.rate)
     second = (x.var + x.mean**2) / (1.0 - p)
-    return Estimate([x.like(x.mean, second - x.mean**2)])
+    out = x.like(x.mean, second - x.mean**2)
+    if x.corr is not None and out.is_map and not isinstance(layer, _SPATIAL_DROPOUT):
+        # Independent masks add white noise: covariances between positions are unchanged.
+        before = np.mean(np.broadcast_to(x.var, x.shape), axis=0)
+        after = np.mean(np.broadcast_to(out.var, x.shape), axis=0)
+        corr = x.corr * (before / np.maximum(after, 1e-300))[None, :]
+        corr[0] = 1.0
+        out = replace(out, corr=corr)
+    return Estimate([out])
+
+
+_SPATIAL_DROPOUT = (L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
 
 
 @register_estimator(L.GaussianNoise)
@@ -190,7 +213,11 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
                                         L.Cropping1D, L.Cropping2D, L.Cropping3D))
     if not x.is_map and not changes_values:
         return Estimate([Signal(x.mean, x.var, out_shape, x.source)])
-    return Estimate([run_on_maps(layer.call, x, out_shape)])
+    out = run_on_maps(layer.call, x, out_shape)
+    if isinstance(layer, L.Flatten) and x.corr is not None and len(x.shape) == 2:
+        # A Dense layer reading the flat vector needs the positions' correlation.
+        out = replace(out, meta={"flat": (np.broadcast_to(x.var, x.shape), x.corr)})
+    return Estimate([out])
 
 
 # ---------------------------------------------------------------- pooling
@@ -237,7 +264,19 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         k = float(np.prod(layer.pool_size))
         return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
     avg, count = _pool_geometry(layer, x)
-    return Estimate([Signal(avg(x.mean), avg(x.var) / count, out_shape)])
+    var = avg(x.var) / count
+    corr = None
+    if x.corr is not None and len(x.shape) == 2:
+        size, stride = _pool_1d(layer)
+        var = var * window_factor(x.corr, size)[None, :]
+        corr = pool_corr(x.corr, size, stride, out_shape[0])
+    return Estimate([Signal(avg(x.mean), var, out_shape, corr=corr)])
+
+
+def _pool_1d(layer: Any) -> tuple[int, int]:
+    size = int(layer.pool_size[0])
+    strides = layer.strides if layer.strides is not None else layer.pool_size
+    return size, int(strides[0])
 
 
 def _max_from(x: Signal, pre_mean: Any, pre_var: Any, count: Any, out_shape: tuple) -> Signal:
@@ -262,7 +301,12 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         return Estimate([_max_from(x, pm, pv, int(np.prod(layer.pool_size)), out_shape)])
     avg, count = _pool_geometry(layer, x)
     pm, pv = _pre(x)
-    return Estimate([_max_from(x, avg(pm), avg(pv), count, out_shape)])
+    corr = None
+    if x.corr is not None and len(x.shape) == 2:  # correlated values: fewer effective draws
+        size, stride = _pool_1d(layer)
+        count = np.minimum(count, effective_count(x.corr, size)[None, :])
+        corr = pool_corr(x.corr, size, stride, out_shape[0])
+    return Estimate([replace(_max_from(x, avg(pm), avg(pv), count, out_shape), corr=corr)])
 
 
 def _spatial_axes(layer: Any, ndim: int) -> tuple[int, ...]:
@@ -283,7 +327,10 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     if not x.is_map:
         return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
     mean = np.mean(x.mean, axis=axes).reshape(out_shape)
-    var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
+    if x.corr is not None and len(x.shape) == 2 and axes == (0,):
+        var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)
+    else:
+        var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
     return Estimate([Signal(mean, var, out_shape)])
 
 
@@ -299,6 +346,8 @@ def _global_max(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     pm, pv = _pre(x)
     pm = np.mean(pm, axis=axes).reshape(out_shape)
     pv = np.mean(pv, axis=axes).reshape(out_shape)
+    if x.corr is not None and len(x.shape) == 2 and axes == (0,):
+        k = effective_count(x.corr, k).reshape(out_shape)
     return Estimate([_max_from(x, pm, pv, k, out_shape)])
 
 
@@ -313,7 +362,8 @@ def _normalize(x: Signal, axes: tuple[int, ...], gamma: Any, beta: Any, eps: flo
     b = 0.0 if beta is None else beta
     mean = g * (xm.mean - mu) / np.sqrt(denom) + b
     out = Signal(np.broadcast_to(mean, x.shape).astype(float),
-                 np.broadcast_to(g**2 * xm.var / denom, x.shape).astype(float), x.shape)
+                 np.broadcast_to(g**2 * xm.var / denom, x.shape).astype(float), x.shape,
+                 corr=x.corr)  # an affine map per channel keeps the correlation
     return out if x.is_map else out.collapse()
 
 

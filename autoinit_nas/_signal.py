@@ -25,6 +25,7 @@ class Source:
     mean: np.ndarray
     var: np.ndarray
     fn: Callable[[np.ndarray], np.ndarray]
+    corr: np.ndarray | None = None  # G's correlation between positions (see Signal.corr)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Signal:
     source: Source | None = None
     mixture: Mixture | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: For sequence maps ``(length, channels)``: correlation between positions ``p`` and
+    #: ``p + d`` per channel, ``corr[d, c]`` (``_correlation.py``); None: independent positions.
+    corr: np.ndarray | None = None
 
     @staticmethod
     def scalar(mean: float, var: float, shape: tuple[int, ...]) -> Signal:
@@ -77,6 +81,7 @@ class Signal:
             self.shape,
             self.source,
             self.mixture,
+            corr=self.corr,
         )
 
     def collapse(self) -> Signal:

@@ -1,0 +1,227 @@
+"""Correlation between the positions of a sequence, per channel.
+
+The map rules treat the elements of a tensor as independent. For everything that is linear in
+one position at a time (elementwise functions, per-position Dense, normalization) that is exact,
+but three kinds of layers combine several positions of one channel: convolutions, pooling and a
+Dense layer after Flatten. After a convolution neighbouring positions share inputs, and
+averaging or taking the maximum of correlated values gives a very different variance from
+independent ones (a global average over 40 positions can be 30 times larger than 1/40 of the
+variance). For sequences (signals of shape ``(length, channels)``, channels last) the walk
+therefore keeps, per channel, the stationary correlation ``corr[d, c]`` between positions ``p``
+and ``p + d`` (``corr[0] = 1``; ``None`` means independent positions):
+
+* a convolution maps the input autocovariance through the kernel's autocorrelation,
+  ``g_out[d, o] = sum_c sum_m A[c, o, m] g_c(stride * d + dilation * m)`` with
+  ``A[c, o, m] = sum_j W[j, c, o] W[j + m, c, o]`` (exact for stationary inputs);
+* an elementwise function of a Gaussian maps its correlation by Mehler's expansion,
+  ``Cov(f(X), f(Y)) = sum_n c_n^2 rho^n``, ``c_n`` the normalized Hermite coefficients of ``f``;
+* pooling and global pooling sum the autocovariance over their window, and global max pooling
+  takes the maximum over the effective number of independent positions.
+
+Padding borders are treated as if the sequence were stationary. Images and higher-rank maps keep
+the independence rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "conv_corr",
+    "function_corr",
+    "pool_corr",
+    "window_factor",
+    "global_mean_var",
+    "effective_count",
+    "combine_corr",
+    "cross_variance",
+    "flat_cross_variance",
+]
+
+HERMITE_ORDER = 30
+HERMITE_NODES = 96
+
+
+def _delta(length: int, channels: int) -> np.ndarray:
+    out = np.zeros((length, channels))
+    out[0] = 1.0
+    return out
+
+
+def _full(corr: np.ndarray | None, length: int, channels: int) -> np.ndarray:
+    return _delta(length, channels) if corr is None else corr
+
+
+def _autocov_by_lag(corr: np.ndarray | None, var_c: np.ndarray, length: int) -> np.ndarray:
+    """(C, 2L - 1) autocovariance per channel at lags -(L-1) .. L-1."""
+    c = _full(corr, length, len(var_c)) * var_c[None, :]
+    return np.concatenate([c[:0:-1], c], axis=0).T
+
+
+def _kernel_autocorr(kernel: np.ndarray) -> np.ndarray:
+    """A[c, o, m + k - 1] = sum_j W[j, c, o] W[j + m, c, o] for m in -(k-1) .. k-1."""
+    k = kernel.shape[0]
+    out = np.zeros((kernel.shape[1], kernel.shape[2], 2 * k - 1))
+    for m in range(k):
+        a = np.einsum("jco,jco->co", kernel[: k - m], kernel[m:])
+        out[:, :, k - 1 + m] = a
+        out[:, :, k - 1 - m] = a
+    return out
+
+
+def _conv_autocov(
+    corr: np.ndarray | None,
+    var_c: np.ndarray,
+    kernel: np.ndarray,
+    stride: int,
+    dilation: int,
+    out_len: int,
+) -> np.ndarray:
+    """(out_len, O) output autocovariance at lags 0 .. out_len - 1."""
+    length = corr.shape[0] if corr is not None else None
+    if length is None:
+        length = max(out_len * stride, kernel.shape[0] * dilation) + 1
+    gamma = _autocov_by_lag(corr, var_c, length)  # (C, 2L - 1)
+    k = kernel.shape[0]
+    taps = np.arange(-(k - 1), k)
+    lags = np.arange(out_len)[:, None] * stride + dilation * taps[None, :]  # (D, 2k - 1)
+    inside = np.abs(lags) < length
+    gathered = gamma[:, np.clip(lags + length - 1, 0, 2 * length - 2)] * inside  # (C, D, 2k-1)
+    return np.einsum("cdm,com->do", gathered, _kernel_autocorr(kernel))
+
+
+def conv_corr(
+    corr: np.ndarray | None,
+    var_c: np.ndarray,
+    kernel: np.ndarray,
+    stride: int,
+    dilation: int,
+    out_len: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Output correlation ``(out_len, O)`` of a 1-D convolution and, per output channel, the
+    variance the cross-position terms add to the independent-input rule (``sum_c sum_{m != 0}
+    A[c, o, m] g_c(dilation * m)``)."""
+    gamma = _conv_autocov(corr, var_c, kernel, stride, dilation, out_len)
+    independent = np.einsum("jco,c->o", np.square(kernel), var_c)
+    var0 = np.maximum(gamma[0], 1e-300)
+    return gamma / var0[None, :], gamma[0] - independent
+
+
+@lru_cache(maxsize=4)
+def _hermite_table(order: int, nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights for N(0, 1) and He_n(z) / sqrt(n!) at the nodes."""
+    z, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / math.sqrt(2.0 * math.pi)
+    he = np.zeros((order + 1, nodes))
+    he[0] = 1.0
+    he[1] = z
+    for n in range(1, order):
+        he[n + 1] = z * he[n] - n * he[n - 1]
+    norms = np.sqrt(np.array([float(math.factorial(n)) for n in range(order + 1)]))
+    return z, w, he / norms[:, None]
+
+
+def function_corr(
+    corr: np.ndarray | None,
+    mean_c: np.ndarray,
+    var_c: np.ndarray,
+    fn: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray | None:
+    """Correlation of ``fn(G)`` for G Gaussian with per-channel moments and correlation
+    ``corr`` (Mehler: ``sum_n c_n^2 rho^n / sum_n c_n^2``); ``None`` stays ``None``."""
+    if corr is None:
+        return None
+    z, w, he = _hermite_table(HERMITE_ORDER, HERMITE_NODES)
+    x = mean_c[:, None] + np.sqrt(np.maximum(var_c, 0.0))[:, None] * z[None, :]
+    with np.errstate(all="ignore"):
+        fx = np.nan_to_num(np.asarray(fn(x), dtype=float))
+    coeff = np.einsum("cz,nz,z->cn", fx, he, w)[:, 1:]  # n >= 1: the varying part
+    power = np.square(coeff)  # (C, N)
+    total = power.sum(axis=1)
+    n = np.arange(1, HERMITE_ORDER + 1)
+    series = np.einsum("cn,dcn->dc", power, np.power(corr[:, :, None], n[None, None, :]))
+    out = np.where(total[None, :] > 0, series / np.maximum(total, 1e-300)[None, :], 0.0)
+    out[0] = 1.0
+    return out
+
+
+def window_factor(corr: np.ndarray | None, size: int) -> np.ndarray | None:
+    """Var(sum of ``size`` neighbours) / (size * var) per channel: ``1 + 2 sum_d (1 - d/size)
+    rho(d)``; ``None`` for independent positions (factor 1)."""
+    if corr is None:
+        return None
+    d = np.arange(1, min(size, corr.shape[0]))
+    weights = (1.0 - d / size)[:, None]
+    return 1.0 + 2.0 * np.sum(weights * corr[d], axis=0)
+
+
+def pool_corr(corr: np.ndarray | None, size: int, stride: int, out_len: int) -> np.ndarray | None:
+    """Correlation of window sums of ``size`` positions taken every ``stride``."""
+    if corr is None:
+        return None
+    channels = corr.shape[1]
+    kernel = np.zeros((size, channels, channels))
+    kernel[:, np.arange(channels), np.arange(channels)] = 1.0
+    gamma = _conv_autocov(corr, np.ones(channels), kernel, stride, 1, out_len)
+    return gamma / np.maximum(gamma[0], 1e-300)[None, :]
+
+
+def global_mean_var(var: np.ndarray, corr: np.ndarray | None) -> np.ndarray:
+    """Variance of the mean over positions of a ``(L, C)`` map, per channel."""
+    length = var.shape[0]
+    independent = np.sum(var, axis=0) / length**2
+    if corr is None:
+        return independent
+    sd = np.sqrt(np.maximum(var, 0.0))
+    lag = np.abs(np.arange(length)[:, None] - np.arange(length)[None, :])
+    toeplitz = corr[np.minimum(lag, corr.shape[0] - 1)]  # (L, L, C)
+    toeplitz = np.where((lag > 0)[:, :, None] & (lag < corr.shape[0])[:, :, None], toeplitz, 0.0)
+    cross = np.einsum("pc,pqc,qc->c", sd, toeplitz, sd)
+    return independent + cross / length**2
+
+
+def effective_count(corr: np.ndarray | None, size: int) -> np.ndarray | int:
+    """How many independent values the maximum over ``size`` correlated positions is like."""
+    factor = window_factor(corr, size)
+    if factor is None:
+        return size
+    return np.clip(np.rint(size / np.maximum(factor, 1.0)), 1, size).astype(int)
+
+
+def combine_corr(
+    parts: list[tuple[float, np.ndarray, np.ndarray | None]], length: int
+) -> np.ndarray | None:
+    """Correlation of a sum of independent parts ``(coefficient, channel variance, corr)``."""
+    if all(corr is None for _, _, corr in parts):
+        return None
+    channels = len(parts[0][1])
+    num = sum(c * c * v[None, :] * _full(corr, length, channels) for c, v, corr in parts)
+    den = sum(c * c * v for c, v, _ in parts)
+    out = num / np.maximum(den, 1e-300)[None, :]
+    out[0] = 1.0
+    return out
+
+
+def cross_variance(corr: np.ndarray | None, var_c: np.ndarray, kernel: np.ndarray,
+                   dilation: int) -> np.ndarray | None:
+    """Per output channel, what correlated inputs add to the variance of a 1-D convolution."""
+    if corr is None:
+        return None
+    _, extra = conv_corr(corr, var_c, kernel, 1, dilation, 1)
+    return extra
+
+
+def flat_cross_variance(var: np.ndarray, corr: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Per output unit, the cross-position terms of ``Dense(Flatten(x))`` for ``x`` of shape
+    ``(L, C)`` with variance map ``var`` and correlation ``corr``: ``sum_c sum_{p != q}
+    W[p, c, o] W[q, c, o] sd[p, c] sd[q, c] rho_c(|p - q|)``."""
+    length, channels = var.shape
+    w = kernel.reshape(length, channels, -1) * np.sqrt(np.maximum(var, 0.0))[:, :, None]
+    lag = np.abs(np.arange(length)[:, None] - np.arange(length)[None, :])
+    toeplitz = corr[np.minimum(lag, corr.shape[0] - 1)]
+    toeplitz = np.where((lag > 0)[:, :, None] & (lag < corr.shape[0])[:, :, None], toeplitz, 0.0)
+    return np.einsum("pco,pqc,qco->o", w, toeplitz, w)

@@ -1,0 +1,95 @@
+"""Correlation between positions of sequences (autoinit_nas/_correlation.py), against Monte Carlo
+on networks whose channels are independent by construction (the rules' assumption)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from autoinit_nas import initialize
+from autoinit_nas._correlation import conv_corr, function_corr, global_mean_var
+
+L = keras.layers
+
+
+@pytest.fixture(scope="module")
+def diagonal_conv():
+    """y = per-channel 5-tap convolution of white noise: channels independent, positions not."""
+    rng = np.random.default_rng(0)
+    channels, taps = 4, 5
+    kernel = np.zeros((taps, channels, channels))
+    for c in range(channels):
+        kernel[:, c, c] = rng.normal(size=taps)
+    x = rng.normal(size=(4000, 120, channels))
+    y = np.einsum("npck,kco->npo", sliding_window_view(x, taps, axis=1), kernel)
+    return kernel, y
+
+
+def _empirical_corr(y: np.ndarray, lags: int, start: int = 20, stop: int = 60) -> np.ndarray:
+    y = y - y.mean(axis=0)
+    mid = y[:, start:stop]
+    var = np.mean(mid**2, axis=(0, 1))
+    return np.array(
+        [np.mean(mid * y[:, start + d : stop + d], axis=(0, 1)) / var for d in range(lags)]
+    )
+
+
+def test_convolution_maps_the_autocovariance_through_the_kernel(diagonal_conv):
+    kernel, y = diagonal_conv
+    corr, extra = conv_corr(None, np.ones(4), kernel, 1, 1, 8)
+    np.testing.assert_allclose(corr, _empirical_corr(y, 8), atol=0.03)
+    np.testing.assert_allclose(extra, 0.0, atol=1e-12)  # white input: no cross terms
+    # a second, strided and dilated convolution of the correlated y
+    second = np.random.default_rng(1).normal(size=(3, 4, 2))
+    var_y = np.mean(y[:, 20:60] ** 2, axis=(0, 1))
+    corr2, extra2 = conv_corr(corr, var_y, second, 2, 2, 5)
+    z = np.einsum("npck,kco->npo", sliding_window_view(y, 5, axis=1)[..., ::2], second)[:, ::2]
+    np.testing.assert_allclose(corr2, _empirical_corr(z, 5, 10, 40), atol=0.03)
+    predicted = np.einsum("jco,c->o", second**2, var_y) + extra2
+    np.testing.assert_allclose(predicted, np.mean(z[:, 10:40] ** 2, axis=(0, 1)), rtol=0.03)
+    assert np.max(np.abs(extra2 / predicted)) > 0.05  # the cross terms matter here
+
+
+def test_mehler_expansion_of_relu_is_the_arc_cosine_kernel():
+    rho = np.linspace(-0.9, 0.99, 9)[:, None]
+    corr = np.vstack([[[1.0]], rho])
+    out = function_corr(corr, np.zeros(1), np.ones(1), lambda t: np.maximum(t, 0.0))
+
+    def k(r):
+        return (np.sqrt(1 - r**2) + (np.pi - np.arccos(r)) * r) / (2 * np.pi)
+
+    exact = (k(rho) - 1 / (2 * np.pi)) / (0.5 - 1 / (2 * np.pi))
+    np.testing.assert_allclose(out[1:], exact, atol=5e-3)  # 30 Hermite terms
+    assert out[0, 0] == 1.0
+
+
+def test_global_average_of_correlated_positions(diagonal_conv):
+    kernel, y = diagonal_conv
+    corr, _ = conv_corr(None, np.ones(4), kernel, 1, 1, 40)
+    var = np.broadcast_to(np.mean(y**2, axis=(0, 1)), (40, 4)).copy()
+    predicted = global_mean_var(var, corr)
+    measured = np.var(y[:, :40].mean(axis=1), axis=0)
+    np.testing.assert_allclose(predicted, measured, rtol=0.08)
+    independent = var.sum(axis=0) / 40**2
+    assert np.max(predicted / independent) > 3 or np.min(predicted / independent) < 0.3
+
+
+def test_depthwise_network_head_is_predicted_with_correlated_positions():
+    """Depthwise convolutions keep channels independent; the global average at the head sees
+    the positions' correlation (the independence rule is off by a large factor here)."""
+    inp = keras.Input((64, 8))
+    x = L.DepthwiseConv1D(7, padding="valid", name="dw1")(inp)
+    x = L.Activation("tanh")(x)
+    x = L.DepthwiseConv1D(5, padding="valid", name="dw2")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    model = keras.Model(inp, L.Dense(4, name="logits")(x))
+    rep = initialize(model, seed=3).measure(model, samples=2048, seed=1)
+    entries = {e.name: e for e in rep.layers}
+    gap = entries["gap"]
+    assert gap.measured_var == pytest.approx(gap.var, rel=0.1)
+    assert entries["logits"].measured_var == pytest.approx(1.0, rel=0.1)
+    assert math.isfinite(gap.var)
