@@ -22,7 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 from autoinit_nas.errors import CandidateFailedError
-from evolution._evaluate import EvalConfig, _classify, _make_callbacks
+from evolution._evaluate import (
+    EvalConfig,
+    _classify,
+    _make_callbacks,
+    gradient_snapshot,
+    release_memory,
+)
 from evolution._executors import WORKER_ENV
 from evolution._tasks import Task, load_task
 from search_spaces import NetworkSearchSpace, SearchSpace
@@ -82,7 +88,13 @@ def make_trainable(
     options = dict(autoinit_options or {})
 
     def trainable(config: dict[str, Any]) -> None:
-        _train_trial(space, task_obj, eval_config, options, checkpoint, config)
+        # Ray reuses trial processes: free each trial's model, graphs and gradient
+        # registrations as evaluate_candidate does, so memory does not grow trial after trial.
+        gradients_before = gradient_snapshot()
+        try:
+            _train_trial(space, task_obj, eval_config, options, checkpoint, config)
+        finally:
+            release_memory(gradients_before)
 
     trainable.__name__ = trainable.__qualname__ = name
     return trainable
