@@ -44,6 +44,9 @@ __all__ = [
 
 HERMITE_ORDER = 30
 HERMITE_NODES = 96
+#: Correlations are kept up to this lag (beyond it they are taken as 0): it bounds the cost of
+#: every rule to O(length * MAX_LAG) per channel, whatever the sequence length.
+MAX_LAG = 32
 
 
 def _delta(length: int, channels: int) -> np.ndarray:
@@ -105,7 +108,7 @@ def conv_corr(
     """Output correlation ``(out_len, O)`` of a 1-D convolution and, per output channel, the
     variance the cross-position terms add to the independent-input rule (``sum_c sum_{m != 0}
     A[c, o, m] g_c(dilation * m)``)."""
-    gamma = _conv_autocov(corr, var_c, kernel, stride, dilation, out_len)
+    gamma = _conv_autocov(corr, var_c, kernel, stride, dilation, min(out_len, MAX_LAG + 1))
     independent = np.einsum("jco,c->o", np.square(kernel), var_c)
     var0 = np.maximum(gamma[0], 1e-300)
     return gamma / var0[None, :], gamma[0] - independent
@@ -163,10 +166,12 @@ def pool_corr(corr: np.ndarray | None, size: int, stride: int, out_len: int) -> 
     """Correlation of window sums of ``size`` positions taken every ``stride``."""
     if corr is None:
         return None
-    channels = corr.shape[1]
-    kernel = np.zeros((size, channels, channels))
-    kernel[:, np.arange(channels), np.arange(channels)] = 1.0
-    gamma = _conv_autocov(corr, np.ones(channels), kernel, stride, 1, out_len)
+    length = corr.shape[0]
+    lags = np.arange(min(out_len, MAX_LAG + 1))[:, None] * stride + np.arange(1 - size, size)
+    weight = size - np.abs(np.arange(1 - size, size))  # pairs of window positions at offset m
+    inside = np.abs(lags) < length
+    gathered = corr[np.minimum(np.abs(lags), length - 1)] * inside[:, :, None]  # (D, 2s-1, C)
+    gamma = np.einsum("dmc,m->dc", gathered, weight.astype(float))
     return gamma / np.maximum(gamma[0], 1e-300)[None, :]
 
 
@@ -177,10 +182,9 @@ def global_mean_var(var: np.ndarray, corr: np.ndarray | None) -> np.ndarray:
     if corr is None:
         return independent
     sd = np.sqrt(np.maximum(var, 0.0))
-    lag = np.abs(np.arange(length)[:, None] - np.arange(length)[None, :])
-    toeplitz = corr[np.minimum(lag, corr.shape[0] - 1)]  # (L, L, C)
-    toeplitz = np.where((lag > 0)[:, :, None] & (lag < corr.shape[0])[:, :, None], toeplitz, 0.0)
-    cross = np.einsum("pc,pqc,qc->c", sd, toeplitz, sd)
+    cross = np.zeros(var.shape[1])
+    for d in range(1, min(length, corr.shape[0])):  # both orders of each pair: 2x
+        cross += 2.0 * corr[d] * np.sum(sd[:-d] * sd[d:], axis=0)
     return independent + cross / length**2
 
 
@@ -221,7 +225,7 @@ def flat_cross_variance(var: np.ndarray, corr: np.ndarray, kernel: np.ndarray) -
     W[p, c, o] W[q, c, o] sd[p, c] sd[q, c] rho_c(|p - q|)``."""
     length, channels = var.shape
     w = kernel.reshape(length, channels, -1) * np.sqrt(np.maximum(var, 0.0))[:, :, None]
-    lag = np.abs(np.arange(length)[:, None] - np.arange(length)[None, :])
-    toeplitz = corr[np.minimum(lag, corr.shape[0] - 1)]
-    toeplitz = np.where((lag > 0)[:, :, None] & (lag < corr.shape[0])[:, :, None], toeplitz, 0.0)
-    return np.einsum("pco,pqc,qco->o", w, toeplitz, w)
+    cross = np.zeros(w.shape[-1])
+    for d in range(1, min(length, corr.shape[0])):
+        cross += 2.0 * np.einsum("c,pco,pco->o", corr[d], w[:-d], w[d:])
+    return cross

@@ -93,3 +93,21 @@ def test_depthwise_network_head_is_predicted_with_correlated_positions():
     assert gap.measured_var == pytest.approx(gap.var, rel=0.1)
     assert entries["logits"].measured_var == pytest.approx(1.0, rel=0.1)
     assert math.isfinite(gap.var)
+
+
+def test_long_sequences_keep_a_bounded_number_of_lags():
+    """A 9,000-step sequence flattened into a Dense layer: the correlation is kept up to
+    MAX_LAG lags, so memory stays O(length * MAX_LAG), not O(length^2)."""
+    from autoinit_nas._correlation import MAX_LAG
+
+    inp = keras.Input((9000, 4))
+    x = L.Conv1D(8, 5, padding="same", name="conv")(inp)
+    x = L.MaxPooling1D(2, name="pool")(L.Activation("relu")(x))
+    x = L.Flatten(name="flat")(x)
+    model = keras.Model(inp, L.Dense(3, name="logits")(x))
+    rep = initialize(model, seed=0)
+    assert rep.layers[-1].var == pytest.approx(1.0, rel=1e-6)
+    from autoinit_nas._correlation import conv_corr
+
+    corr, _ = conv_corr(None, np.ones(4), np.ones((5, 4, 8)), 1, 1, 9000)
+    assert corr.shape == (MAX_LAG + 1, 8)
