@@ -32,6 +32,7 @@ import numpy as np
 
 __all__ = [
     "conv_corr",
+    "fit_lags",
     "function_corr",
     "pool_corr",
     "window_factor",
@@ -57,6 +58,16 @@ def _delta(length: int, channels: int) -> np.ndarray:
 
 def _full(corr: np.ndarray | None, length: int, channels: int) -> np.ndarray:
     return _delta(length, channels) if corr is None else corr
+
+
+def fit_lags(corr: np.ndarray | None, length: int, channels: int) -> np.ndarray:
+    """``corr`` (``None``: independent) with exactly ``min(length, MAX_LAG + 1)`` lags: cut, or
+    padded with zero correlation."""
+    n = min(length, MAX_LAG + 1)
+    corr = _delta(n, channels) if corr is None else corr[:n]
+    if corr.shape[0] < n:
+        corr = np.concatenate([corr, np.zeros((n - corr.shape[0], channels))], axis=0)
+    return corr
 
 
 def _autocov_by_lag(corr: np.ndarray | None, var_c: np.ndarray, length: int) -> np.ndarray:
@@ -203,7 +214,7 @@ def combine_corr(
     if all(corr is None for _, _, corr in parts):
         return None
     channels = len(parts[0][1])
-    num = sum(c * c * v[None, :] * _full(corr, length, channels) for c, v, corr in parts)
+    num = sum(c * c * v[None, :] * fit_lags(corr, length, channels) for c, v, corr in parts)
     den = sum(c * c * v for c, v, _ in parts)
     out = num / np.maximum(den, 1e-300)[None, :]
     out[0] = 1.0

@@ -12,6 +12,7 @@ import numpy as np
 from autoinit_nas._context import Context, Estimate
 from autoinit_nas._correlation import (
     effective_count,
+    fit_lags,
     global_mean_var,
     pool_corr,
     window_factor,
@@ -149,10 +150,8 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         var = np.concatenate([m.var for m in maps], axis=axis)
         corr = None
         if len(out_shape) == 2 and axis % 2 == 1 and any(m.corr is not None for m in maps):
-            delta = np.zeros((out_shape[0], 1))
-            delta[0] = 1.0
-            corr = np.concatenate([m.corr if m.corr is not None else
-                                   np.repeat(delta, m.shape[-1], axis=1) for m in maps], axis=1)
+            corr = np.concatenate([fit_lags(m.corr, out_shape[0], m.shape[-1]) for m in maps],
+                                  axis=1)
         return Estimate([Signal(mean, var, out_shape, corr=corr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
