@@ -156,8 +156,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.combine:
         import json
+        from pathlib import Path
 
-        results = [r for f in args.combine for r in json.loads(open(f).read())["results"]]
+        results = [r for f in args.combine for r in json.loads(Path(f).read_text())["results"]]
         report(results, args, tag="")
         return
     if args.quick:
@@ -170,6 +171,8 @@ def main() -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     results = [one_run(init, seed, args) for seed in seeds for init in args.inits]
     tag = "" if list(args.inits) == list(INITS) else "-" + "-".join(args.inits)
+    if args.first_seed or args.seeds != 3:  # one file per set of runs: nothing overwritten
+        tag += f"-s{seeds.start}" + (f"-{seeds.stop - 1}" if len(seeds) > 1 else "")
     report(results, args, tag=tag)
 
 
