@@ -35,6 +35,9 @@ from search_spaces import NetworkSearchSpace, SearchSpace
 
 __all__ = ["make_trainable", "with_trial_resources"]
 
+#: Gradient registrations present before the first trial of this process (see ``trainable``).
+_PROCESS_GRADIENTS: frozenset[str] | None = None
+
 
 def make_trainable(
     task: str | Task = "mnist1d",
@@ -88,13 +91,16 @@ def make_trainable(
     options = dict(autoinit_options or {})
 
     def trainable(config: dict[str, Any]) -> None:
-        # Ray reuses trial processes: free each trial's model, graphs and gradient
-        # registrations as evaluate_candidate does, so memory does not grow trial after trial.
-        gradients_before = gradient_snapshot()
-        try:
-            _train_trial(space, task_obj, eval_config, options, checkpoint, config)
-        finally:
-            release_memory(gradients_before)
+        # Ray reuses trial processes: drop what earlier trials in this process left behind (their
+        # graphs and gradient registrations, as evaluate_candidate does after each candidate).
+        # At the start of a trial, not at its end: with reused actors Ray may start the next
+        # trial while the last one is still unwinding, and a clear_session there broke it.
+        global _PROCESS_GRADIENTS
+        if _PROCESS_GRADIENTS is None:
+            _PROCESS_GRADIENTS = gradient_snapshot()
+        else:
+            release_memory(_PROCESS_GRADIENTS)
+        _train_trial(space, task_obj, eval_config, options, checkpoint, config)
 
     trainable.__name__ = trainable.__qualname__ = name
     return trainable
