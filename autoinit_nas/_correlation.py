@@ -39,7 +39,6 @@ __all__ = [
     "global_mean_var",
     "effective_count",
     "combine_corr",
-    "cross_variance",
     "flat_cross_variance",
 ]
 
@@ -219,15 +218,6 @@ def combine_corr(
     out = num / np.maximum(den, 1e-300)[None, :]
     out[0] = 1.0
     return out
-
-
-def cross_variance(corr: np.ndarray | None, var_c: np.ndarray, kernel: np.ndarray,
-                   dilation: int) -> np.ndarray | None:
-    """Per output channel, what correlated inputs add to the variance of a 1-D convolution."""
-    if corr is None:
-        return None
-    _, extra = conv_corr(corr, var_c, kernel, 1, dilation, 1)
-    return extra
 
 
 def flat_cross_variance(var: np.ndarray, corr: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -119,12 +119,16 @@ def _correlate(
     target. ``kernel_1d`` turns the layer's kernel into a (taps, in, out) convolution kernel."""
     if not (ctx.realized and x.is_map and len(x.shape) == 2 and len(pre.shape) == 2):
         return pre, plan, std
-    kept = kernel_var.path not in plan
-    kernel = ctx.value(kernel_var) if kept else plan[kernel_var.path]
+    kernel = _final_kernel(kernel_var, plan, ctx)
     var_c = np.mean(np.broadcast_to(x.var, x.shape), axis=0)
     corr, extra = conv_corr(x.corr, var_c, kernel_1d(np.asarray(kernel, float)), stride,
                             dilation, pre.shape[0])
     return _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
+
+
+def _final_kernel(kernel_var: Any, plan: dict[str, np.ndarray], ctx: Context) -> np.ndarray:
+    """The kernel as planned, or the layer's own for kept layers."""
+    return plan[kernel_var.path] if kernel_var.path in plan else ctx.value(kernel_var)
 
 
 def _add_variance(pre: Signal, extra: np.ndarray, plan: dict[str, np.ndarray],
@@ -177,8 +181,7 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     flat = x.meta.get("flat")  # Dense(Flatten(sequence)): positions are correlated
     if flat is not None and ctx.realized and x.is_map and len(pre.shape) == 1:
         var_map, corr = flat
-        kept = layer.kernel.path not in plan
-        kernel = ctx.value(layer.kernel) if kept else plan[layer.kernel.path]
+        kernel = _final_kernel(layer.kernel, plan, ctx)
         extra = flat_cross_variance(var_map, corr, np.asarray(kernel, float))
         pre, plan, std = _add_variance(pre, extra, plan, std, ctx, layer.kernel, None,
                                        layer.bias)

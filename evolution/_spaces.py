@@ -9,10 +9,21 @@ from typing import Any
 from autoinit_nas.errors import FatalSearchError
 from search_spaces import SearchSpace, TaskSpec
 
-__all__ = ["SPACE_NAMES", "resolve_space", "space_spec"]
+__all__ = ["SPACE_NAMES", "require_space_methods", "resolve_space", "space_spec"]
 
 #: Short names of the search spaces that ship with the project -> class name in search_spaces.
 SPACE_NAMES = {"network": "NetworkSearchSpace", "activation": "ActivationSearchSpace"}
+
+
+def require_space_methods(space: Any, methods: dict[str, str]) -> None:
+    """Raise ``TypeError`` naming what ``space`` lacks of ``methods`` (name -> signature)."""
+    missing = [m for m in methods if not callable(getattr(space, m, None))]
+    if missing:
+        raise TypeError(
+            f"Expected a search space with {', '.join(methods.values())} (a "
+            f"search_spaces.SearchSpace). Received: {type(space).__name__} without "
+            f"{', '.join(missing)}"
+        )
 
 
 def space_spec(space: SearchSpace) -> str:

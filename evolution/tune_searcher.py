@@ -35,6 +35,7 @@ from ray.tune.search import Searcher
 
 from evolution._algorithm_base import Proposal
 from evolution._algorithms import RegularizedEvolution
+from evolution._spaces import require_space_methods
 from search_spaces import Genome, SearchSpace, resolve_genome
 
 __all__ = ["EvolutionSearcher", "genome_trial_dirname"]
@@ -53,14 +54,10 @@ def check_space(space: Any) -> None:
     implemented fails here rather than in the middle of a Tune run.
     """
     name = type(space).__name__
-    missing = [
-        m for m in ("sample", "mutate", "from_json") if not callable(getattr(space, m, None))
-    ]
-    if missing:
-        raise TypeError(
-            "Expected a search space with sample(rng), mutate(genome, rng) and from_json(text) "
-            f"(a search_spaces.SearchSpace). Received: {name} without {', '.join(missing)}"
-        )
+    require_space_methods(
+        space,
+        {"sample": "sample(rng)", "mutate": "mutate(genome, rng)", "from_json": "from_json(text)"},
+    )
     rng = np.random.default_rng(0)
     try:
         genome = space.sample(rng)

@@ -30,6 +30,7 @@ from evolution._evaluate import (
     release_memory,
 )
 from evolution._executors import WORKER_ENV
+from evolution._spaces import require_space_methods
 from evolution._tasks import Task, load_task
 from search_spaces import NetworkSearchSpace, SearchSpace
 
@@ -80,14 +81,9 @@ def make_trainable(
         space = NetworkSearchSpace(
             input_shape=task_obj.spec.input_shape, num_classes=task_obj.spec.num_classes
         )
-    missing = [
-        m for m in ("from_json", "validate", "build") if not callable(getattr(space, m, None))
-    ]
-    if missing:
-        raise TypeError(
-            "Expected a search space with from_json, validate and build (a "
-            f"search_spaces.SearchSpace). Received: {type(space).__name__} without {missing}"
-        )
+    require_space_methods(
+        space, {"from_json": "from_json(text)", "validate": "validate(genome)", "build": "build"}
+    )
     options = dict(autoinit_options or {})
 
     def trainable(config: dict[str, Any]) -> None:
