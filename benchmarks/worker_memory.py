@@ -20,6 +20,12 @@ straight line through the last 100 (MiB per candidate). Writes
     python benchmarks/worker_memory.py --baseline              # the same without the release
     python benchmarks/worker_memory.py --mode ray              # 200 on one Ray worker
     python benchmarks/worker_memory.py --quick                 # 40 candidates
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/worker_memory.py --tag onednn-off
+
+TensorFlow's oneDNN kernels keep two things per process: a BFC memory pool that keeps its
+high-water mark (one wide candidate raises it for good) and caches of compiled primitives keyed
+by shape (a new candidate adds entries). ``TF_ENABLE_ONEDNN_OPTS=0`` turns both off;
+``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=true`` only the pool. ``--tag`` names such a run.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import time
 from typing import Any
 
@@ -147,6 +154,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=["inprocess", "ray"], default="inprocess")
     parser.add_argument("--recycle-after", type=int, default=None, help="Ray: calls per worker")
     parser.add_argument("--baseline", action="store_true", help="without release_memory")
+    parser.add_argument(
+        "--tag", default="", help="suffix of the output name and label (e.g. the TF_* settings)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.candidates = 40
@@ -169,6 +179,8 @@ def main() -> None:
         name,
         "Ray worker" + (f", recycled every {args.recycle_after}" if args.recycle_after else ""),
     )
+    if args.tag:
+        name, label = f"{name}_{args.tag}", f"{label}, {args.tag}"
     _PARTIAL.update(name=f"worker_memory_{name}.json", label=label, args=vars(args), partial=True)
     if args.mode == "inprocess":
         if args.baseline:
@@ -179,6 +191,7 @@ def main() -> None:
         rows = run_ray(space, genomes, task, config, recycle)
     rss = [r["rss"] for r in rows]
     summary = {
+        "tensorflow_env": {k: v for k, v in os.environ.items() if "ONEDNN" in k or "MKL" in k},
         **summarize(rss),
         "failed": sum(not r["ok"] for r in rows),
         "worker_processes": len({r["worker"] for r in rows}),

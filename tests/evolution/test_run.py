@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import keras
@@ -116,6 +117,10 @@ def test_report_and_export(tmp_path, npz_task) -> None:
         assert (md.parent / name).stat().st_size > 1000, name
         assert name in text
     assert (md.parent / "report.html").exists() and "| rank |" in text
+    assert (md.parent / "signal_propagation.png").stat().st_size > 1000
+    # the signal figure has measured points beside the predictions, and the report says how close
+    error = re.search(r"median error ([0-9.]+)%", text)
+    assert error is not None and float(error.group(1)) < 50.0, text
     result = export_best(run_dir, tmp_path / "best.keras")
     assert result.reloaded and 0.0 <= result.test_accuracy <= 1.0
     model = keras.models.load_model(tmp_path / "best.keras")  # no custom_objects
