@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from autoinit_nas.errors import SignalError
 from autoinit_nas._signal import Signal
+from autoinit_nas.errors import SignalError
 
 __all__ = ["Options", "Estimate", "Context", "DISTRIBUTIONS", "MODES"]
 

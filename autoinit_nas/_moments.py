@@ -67,7 +67,7 @@ class PiecewiseLinear:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = np.zeros(np.broadcast_shapes(np.shape(x), *[np.shape(s) for s in self.slopes]))
         edges = (-np.inf, *self.breakpoints, np.inf)
-        for i, (a, c) in enumerate(zip(self.slopes, self.intercepts)):
+        for i, (a, c) in enumerate(zip(self.slopes, self.intercepts, strict=True)):
             inside = (x >= edges[i]) & (x < edges[i + 1])
             out = out + np.where(inside, a * x + c, 0.0)
         return out
@@ -80,7 +80,7 @@ class PiecewiseLinear:
         second = np.zeros_like(first)
         edges = (-np.inf, *self.breakpoints, np.inf)
         # Partial moments of X on [lo, hi): P, E[X 1], E[X^2 1], via the standard normal.
-        for i, (a, c) in enumerate(zip(self.slopes, self.intercepts)):
+        for i, (a, c) in enumerate(zip(self.slopes, self.intercepts, strict=True)):
             lo, hi = edges[i], edges[i + 1]
             zl = np.where(sd > 0, (lo - mu) / safe, np.where(mu >= lo, -np.inf, np.inf))
             zh = np.where(sd > 0, (hi - mu) / safe, np.where(mu >= hi, -np.inf, np.inf))

@@ -114,12 +114,12 @@ def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...]) -> Si
     vs = [x.var for x in xs]
     if kind == "multiply":
         mean = np.prod(np.broadcast_arrays(*ms), axis=0)
-        second = np.prod(np.broadcast_arrays(*[v + m**2 for m, v in zip(ms, vs)]), axis=0)
+        second = np.prod(np.broadcast_arrays(*[v + m**2 for m, v in zip(ms, vs, strict=True)]), axis=0)
         var = second - mean**2
     elif kind in ("maximum", "minimum"):
         sign = 1.0 if kind == "maximum" else -1.0
         mean, var = sign * ms[0], vs[0]
-        for m, v in zip(ms[1:], vs[1:]):
+        for m, v in zip(ms[1:], vs[1:], strict=True):
             mean, var = clark_max(mean, var, sign * m, v)
         mean = sign * mean
     else:
@@ -155,8 +155,8 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         return Estimate([Signal(mean, var, out_shape, corr=corr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
-    mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs)))
-    second = float(sum(wi * x.second_moment for wi, x in zip(w, inputs)))
+    mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs, strict=True)))
+    second = float(sum(wi * x.second_moment for wi, x in zip(w, inputs, strict=True)))
     return Estimate([Signal.scalar(mean, second - mean**2, out_shape)])
 
 

@@ -83,7 +83,7 @@ def walk(model: Any, inputs: list[Any], handler: Handler, *, prefix: str = "",
             f"Expected {len(graph.inputs)} input signal(s) for model '{model.name}'. "
             f"Received: {len(inputs)}"
         )
-    for tensor, value in zip(graph.inputs, inputs):
+    for tensor, value in zip(graph.inputs, inputs, strict=True):
         values[id(tensor)] = value
     for depth in sorted(graph._nodes_by_depth, reverse=True):
         for node in graph._nodes_by_depth[depth]:
@@ -100,7 +100,7 @@ def walk(model: Any, inputs: list[Any], handler: Handler, *, prefix: str = "",
             else:
                 outs = handler(op, node, flat_in, args, kwargs, path)
                 sites.append(CallSite(path, op, flat_in, list(outs)))
-            for tensor, value in zip(node.outputs, outs):
+            for tensor, value in zip(node.outputs, outs, strict=True):
                 values[id(tensor)] = value
     return [values[id(t)] for t in graph.outputs]
 
@@ -157,7 +157,7 @@ def _calls_with_training(op: Any) -> bool:
 
 
 def _fill(args: tuple, kwargs: dict, tensors: list[Any], node: Any) -> tuple[tuple, dict]:
-    values = {id(t): v for t, v in zip(node.input_tensors, tensors)}
+    values = {id(t): v for t, v in zip(node.input_tensors, tensors, strict=True)}
     return node.arguments.fill_in(values)
 
 
@@ -166,7 +166,7 @@ def probe(op: Any, node: Any, flat_in: list[Signal], args: tuple, kwargs: dict,
     """Seeded, bounded Gaussian probe: run the op on samples with the input moments."""
     rng = np.random.default_rng([ctx.seed, 7919])
     tensors = []
-    for sig, kt in zip(flat_in, node.input_tensors):
+    for sig, kt in zip(flat_in, node.input_tensors, strict=True):
         shape = _sample_shape(kt)
         size = max(1, int(np.prod(shape)))
         n = int(max(4, min(ctx.options.probe_samples, 2_000_000 // size)))
@@ -185,7 +185,7 @@ def probe(op: Any, node: Any, flat_in: list[Signal], args: tuple, kwargs: dict,
     outs = op(*args2, **kwargs2)
     outs = keras.tree.flatten(outs)
     result = []
-    for out, kt in zip(outs, node.outputs):
+    for out, kt in zip(outs, node.outputs, strict=True):
         a = np.asarray(keras.ops.convert_to_numpy(out), dtype=float)
         if not np.all(np.isfinite(a)):
             raise SignalError(f"The probe of layer '{ctx.current_path}' produced non-finite values.")

@@ -34,7 +34,7 @@ def _input_signals(graph: Any, options: Options) -> list[Signal]:
             f"input_mean={options.input_mean!r}, input_var={options.input_var!r}"
         )
     signals = []
-    for tensor, m, v in zip(graph.inputs, means, variances):
+    for tensor, m, v in zip(graph.inputs, means, variances, strict=True):
         shape = tuple(tensor.shape[1:])
         if options.mode == "realized" and all(d is not None for d in shape):
             signals.append(Signal(np.full(shape, m), np.full(shape, v), shape))

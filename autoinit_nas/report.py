@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ def measure_variances(model: Any, *, samples: int = 256, seed: int = 0, input_me
         n = min(batch_size, samples - done)
         xs = [keras.ops.convert_to_tensor(
             (m + math.sqrt(v) * rng.standard_normal((n, *[d or 8 for d in t.shape[1:]])))
-            .astype(np.float32)) for t, m, v in zip(graph.inputs, means, variances)]
+            .astype(np.float32)) for t, m, v in zip(graph.inputs, means, variances, strict=True)]
         records: dict[str, list[tuple[float, float]]] = {}
         sites: list = []
         walk(graph, xs, measure_handler(records), sites=sites)
@@ -63,7 +63,7 @@ def measure_variances(model: Any, *, samples: int = 256, seed: int = 0, input_me
             order = [s.path for s in sites]
         for path, vals in records.items():
             acc = sums.setdefault(path, [[0.0, 0.0, 0.0] for _ in vals])
-            for slot, (s1, s2, cnt) in zip(acc, vals):
+            for slot, (s1, s2, cnt) in zip(acc, vals, strict=True):
                 slot[0] += s1
                 slot[1] += s2
                 slot[2] += cnt
@@ -126,28 +126,28 @@ class SignalReport:
                 f"Expected the model this report describes ({len(self.layers)} call sites). "
                 f"Received a model with {len(measured)} call sites."
             )
-        for layer, (_, var) in zip(self.layers, measured):
+        for layer, (_, var) in zip(self.layers, measured, strict=True):
             layer.measured_var = var
         return self
 
     def errors(self) -> np.ndarray:
         """Relative errors |predicted - measured| / measured (after ``measure``)."""
-        return np.array([abs(l.var - l.measured_var) / max(l.measured_var, 1e-30)
-                         for l in self.layers if l.measured_var is not None])
+        return np.array([abs(entry.var - entry.measured_var) / max(entry.measured_var, 1e-30)
+                         for entry in self.layers if entry.measured_var is not None])
 
     def table(self) -> str:
         """A readable per-layer table."""
         head = f"{'#':>4}  {'layer':<34} {'class':<22} {'weight std':>10} {'pred var':>10}"
-        measured = any(l.measured_var is not None for l in self.layers)
+        measured = any(entry.measured_var is not None for entry in self.layers)
         if measured:
             head += f" {'meas var':>10} {'rel err':>8}"
         rows = [head, "-" * len(head)]
-        for i, l in enumerate(self.layers):
-            std = "" if l.weight_std is None else f"{l.weight_std:.5f}"
-            row = f"{i:>4}  {l.name[-34:]:<34} {l.class_name[:22]:<22} {std:>10} {l.var:>10.4g}"
-            if measured and l.measured_var is not None:
-                err = abs(l.var - l.measured_var) / max(l.measured_var, 1e-30)
-                row += f" {l.measured_var:>10.4g} {100 * err:>7.1f}%"
+        for i, entry in enumerate(self.layers):
+            std = "" if entry.weight_std is None else f"{entry.weight_std:.5f}"
+            row = f"{i:>4}  {entry.name[-34:]:<34} {entry.class_name[:22]:<22} {std:>10} {entry.var:>10.4g}"
+            if measured and entry.measured_var is not None:
+                err = abs(entry.var - entry.measured_var) / max(entry.measured_var, 1e-30)
+                row += f" {entry.measured_var:>10.4g} {100 * err:>7.1f}%"
             rows.append(row)
         return "\n".join(rows)
 
@@ -179,13 +179,13 @@ class SignalReport:
             default = measure_variances(clone, samples=default_samples, seed=1)
             ax.plot(depth[: len(default)], [max(v, 1e-300) for _, v in default],
                     color="tab:red", label="Keras default init (measured)")
-        ax.plot(depth, [l.var for l in self.layers], color="tab:blue",
+        ax.plot(depth, [entry.var for entry in self.layers], color="tab:blue",
                 label=f"AutoInit {self.mode} (predicted)")
-        if any(l.measured_var is not None for l in self.layers):
-            ax.plot(depth, [np.nan if l.measured_var is None else l.measured_var
-                            for l in self.layers], "o", ms=3, color="tab:blue", alpha=0.6,
+        if any(entry.measured_var is not None for entry in self.layers):
+            ax.plot(depth, [np.nan if entry.measured_var is None else entry.measured_var
+                            for entry in self.layers], "o", ms=3, color="tab:blue", alpha=0.6,
                     label="AutoInit (measured)")
-        weighted = [i for i, l in enumerate(self.layers) if l.weighted]
+        weighted = [i for i, entry in enumerate(self.layers) if entry.weighted]
         ax.plot(weighted, [self.layers[i].var for i in weighted], "|", ms=10, color="k",
                 label="weighted layers")
         ax.set_yscale("log")

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     head = (f"{'#':>4}  {'layer':<30} {'class':<20} {'default pred':>12} {'default meas':>12} "
             f"{'AutoInit std':>12} {'AutoInit pred':>13} {'AutoInit meas':>13}")
     out.write(head + "\n" + "-" * len(head) + "\n")
-    for i, (d, a) in enumerate(zip(default.layers, report.layers)):
+    for i, (d, a) in enumerate(zip(default.layers, report.layers, strict=True)):
         std = "" if a.weight_std is None else f"{a.weight_std:.5f}"
         out.write(f"{i:>4}  {a.name[-30:]:<30} {a.class_name[:20]:<20} {d.var:>12.4g} "
                   f"{d.measured_var:>12.4g} {std:>12} {a.var:>13.4g} {a.measured_var:>13.4g}\n")

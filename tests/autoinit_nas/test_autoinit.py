@@ -16,7 +16,6 @@ from autoinit_nas import (
     WeightedAdd,
     initialize,
     register_estimator,
-    rewrite_residuals,
 )
 
 L = keras.layers
@@ -60,9 +59,9 @@ def small_cnn(act="relu"):
 def test_realized_mode_scales_every_kernel_to_the_exact_target():
     model = small_cnn()
     report = initialize(model, seed=3, signal_variance=2.0)
-    conv = [l for l in report.layers if l.class_name == "Conv2D"]
+    conv = [entry for entry in report.layers if entry.class_name == "Conv2D"]
     # fused relu after the first conv: its pre-activation is exact, so check the second conv
-    assert [l.var for l in report.layers if l.name.startswith("conv2d") and l.class_name == "Conv2D"]
+    assert [entry.var for entry in report.layers if entry.name.startswith("conv2d") and entry.class_name == "Conv2D"]
     assert report.layers[1].var == pytest.approx(2.0, rel=1e-9)
     assert conv[0].weight_std > 0
     report.measure(model, samples=256, seed=0)
@@ -74,7 +73,7 @@ def test_same_seed_same_weights_other_seed_other_weights():
     a, b = small_cnn(), small_cnn()
     initialize(a, seed=7)
     initialize(b, seed=7)
-    for wa, wb in zip(a.get_weights(), b.get_weights()):
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
     initialize(b, seed=8)
     assert not np.array_equal(a.get_weights()[0], b.get_weights()[0])
@@ -113,7 +112,7 @@ def test_nested_shared_multi_input_multi_output_and_ops():
     out2 = L.Concatenate()([ha, hb])
     model = keras.Model([a, b], [out1, out2])
     report = initialize(model, seed=0, input_var=[1.0, 4.0])
-    names = [l.name for l in report.layers]
+    names = [entry.name for entry in report.layers]
     assert names.count("shared") == 2
     assert "block/" + block.layers[0].name in names
     assert not report.warnings
@@ -124,7 +123,7 @@ def test_nested_shared_multi_input_multi_output_and_ops():
 def test_sequential_model_works_and_unbuilt_sequential_errors():
     model = keras.Sequential([keras.Input((10,)), L.Dense(10, activation="relu"), L.Dense(3)])
     report = initialize(model, seed=0)
-    assert [l.class_name for l in report.layers] == ["Dense", "Dense"]
+    assert [entry.class_name for entry in report.layers] == ["Dense", "Dense"]
     with pytest.raises(AutoInitError, match="no input shape"):
         initialize(keras.Sequential([L.Dense(3)]))
 
@@ -209,13 +208,13 @@ def resnet_like(blocks=6, add=L.Add):
 def test_weighted_add_keeps_unit_variance_and_rewrite_replaces_add():
     plain = resnet_like()
     rep = initialize(plain, seed=0)
-    adds = [l.var for l in rep.layers if l.class_name == "Add"]
+    adds = [entry.var for entry in rep.layers if entry.class_name == "Add"]
     assert adds[-1] > 5  # variance grows with depth without WeightedAdd
     rewritten = AutoInit(seed=0, rewrite_residuals=True).initialize_model(plain)
     assert rewritten is not plain
-    assert not any(type(l) is L.Add for l in rewritten.layers)
+    assert not any(type(entry) is L.Add for entry in rewritten.layers)
     rep = initialize(rewritten, seed=0).measure(rewritten, samples=256)
-    wadds = [l for l in rep.layers if l.class_name == "WeightedAdd"]
+    wadds = [entry for entry in rep.layers if entry.class_name == "WeightedAdd"]
     assert wadds[-1].var == pytest.approx(1.0, rel=1e-6)
     assert 0.5 < wadds[-1].measured_var < 2.0
 
@@ -299,7 +298,7 @@ def test_activations_everywhere_give_finite_moments():
         h = layer(L.Dense(30)(h))
     model = keras.Model(inp, L.Dense(4, activation="softmax")(h))
     report = initialize(model, seed=0)
-    assert all(math.isfinite(l.var) for l in report.layers)
+    assert all(math.isfinite(entry.var) for entry in report.layers)
     assert report.layers[-1].mean == pytest.approx(0.25, abs=1e-9)
     report.measure(model, samples=512)
     assert np.median(report.errors()) < 0.1, report.table()
