@@ -52,7 +52,7 @@ def outside(v: float) -> bool:
     return not (math.isfinite(v) and LOW <= v <= HIGH)
 
 
-def evaluate(genome: object, seed: int, samples: int) -> dict[str, float] | None:
+def evaluate(genome: object, seed: int, samples: int) -> dict[str, float | str | bool] | None:
     """Variances at POINTS: default measured, AutoInit predicted and measured (None: rejected)."""
     default = build_network(genome, TASK, init="default", seed=seed, compile=False)  # type: ignore[arg-type]
     with np.errstate(all="ignore"):
@@ -65,12 +65,26 @@ def evaluate(genome: object, seed: int, samples: int) -> dict[str, float] | None
         raise
     report = model.signal_report.measure(model, samples=samples, seed=seed)
     entries = {e["name"]: e for e in report.to_dict()["layers"]}
-    row = {}
+    row: dict[str, float | str | bool] = {
+        "head": type(model.get_layer("head_input")).__name__,
+        # a flat vector the builder turned back into a (length, 1) sequence for a sequence op
+        "as_seq": any(layer.name.endswith("_as_seq") for layer in model.layers),
+    }
     for point in POINTS:
         row[f"default_{point}"] = float(measured_default[point])
         row[f"predicted_{point}"] = float(entries[point]["var"])
         row[f"measured_{point}"] = float(entries[point].get("measured_var", float("nan")))
     return row
+
+
+def failures_by_head(rows: list[dict]) -> list[list]:
+    """Rows ``[head layer class, as_seq, AutoInit measured logits out, genomes]``."""
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for r in rows:
+        counts = groups.setdefault((str(r["head"]), bool(r["as_seq"])), [0, 0])
+        counts[0] += outside(float(r["measured_logits"]))
+        counts[1] += 1
+    return [[h, a, out, n] for (h, a), (out, n) in sorted(groups.items(), key=lambda kv: -kv[1][0])]
 
 
 def main() -> None:
@@ -122,13 +136,22 @@ def main() -> None:
         "median |pred-meas|/meas",
     ]
     print(_common.format_table(table, headers))
+    by_head = failures_by_head(rows)
+    print("\nAutoInit measured logits outside [0.5, 2], by the layer entering the classifier:")
+    print(_common.format_table(by_head, ["head input", "as_seq in model", "out", "genomes"]))
     print(
         f"\n{rejected} genomes rejected by AutoInit (SignalError, e.g. a constant activation); "
         f"{time.perf_counter() - start:.0f} s. 'out' = variance outside [{LOW}, {HIGH}] or not finite."
     )
     _common.save_json(
         "search_space_signal.json",
-        {"headers": headers, "rows": table, "rejected": rejected, "per_genome": rows},
+        {
+            "headers": headers,
+            "rows": table,
+            "rejected": rejected,
+            "by_head": by_head,
+            "per_genome": rows,
+        },
     )
 
 
