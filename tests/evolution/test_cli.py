@@ -68,3 +68,18 @@ def test_defaults_are_a_short_mnist1d_run() -> None:
     for key in ("epochs", "batch_size", "learning_rate", "population", "sample_size", "seed"):
         assert getattr(args, key) == getattr(defaults, key), key
     assert (defaults.epochs, defaults.batch_size, defaults.learning_rate) == (10, 100, 1e-2)
+
+
+def test_command_line_starts_without_tensorflow() -> None:
+    # `autoinit-nas --help` must not pay TensorFlow's import, and the command must be able to set
+    # TensorFlow's environment (log level, worker settings) before TensorFlow starts.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, evolution, evolution.cli; "
+        "evolution.cli.build_parser().format_help(); "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
