@@ -18,6 +18,7 @@ from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._signal import Signal, Source
+from autoinit_nas._xcorr import function_xcorr
 
 __all__ = [
     "as_numpy_fn",
@@ -166,8 +167,9 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     """
     mix = x.mixture
     exact_mean, exact_var, out_mix = mix.apply(fn)
-    src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr)
+    src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr, x.xcorr)
     corr = _fn_corr(x.corr, x.mean, x.var, fn, x.shape)
+    xcorr = _fn_xcorr(x.xcorr, x.mean, x.var, fn, x.shape)
     if not x.is_map:
         return Signal(np.asarray(float(exact_mean[0])), np.asarray(float(exact_var[0])), x.shape,
                       src, out_mix)
@@ -177,7 +179,8 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     g_first, g_second = gaussian_moments(fn, mean_c, var_c)
     g_var = np.maximum(g_second - g_first**2, 0.0)
     return Signal(np.asarray(first + (exact_mean - g_first)),
-                  np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix, corr=corr)
+                  np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix, corr=corr,
+                  xcorr=xcorr)
 
 
 def _mixture_of(x: Signal, channels: int) -> Mixture | None:
@@ -293,6 +296,18 @@ def _fn_corr(corr: np.ndarray | None, mean: Any, var: Any, fn: Callable, shape: 
     return function_corr(corr, mean_c, var_c, fn)
 
 
+def _fn_xcorr(xcorr: np.ndarray | None, mean: Any, var: Any, fn: Callable, shape: tuple
+              ) -> Any:
+    """Correlation between channels of fn(G) (sequences and flat vectors; None otherwise)."""
+    if xcorr is None or len(shape) not in (1, 2) or not _mixable(fn):
+        return None
+    mean = np.broadcast_to(mean, shape)
+    var = np.broadcast_to(var, shape)
+    if len(shape) == 2:
+        mean, var = np.mean(mean, axis=0), np.mean(var, axis=0)
+    return function_xcorr(xcorr, mean, var, fn)
+
+
 def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signal:
     """Moments of fn(x) for a numpy elementwise fn, working on the Gaussian under x if known."""
     if is_identity(fn):
@@ -302,15 +317,16 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     if x.source is not None:
         pre_mean, pre_var = x.source.mean, x.source.var
         full = _compose(fn, x.source.fn)
-        root_corr = x.source.corr
+        root_corr, root_xcorr = x.source.corr, x.source.xcorr
     else:
         pre_mean, pre_var, full = x.mean, x.var, fn
-        root_corr = x.corr
+        root_corr, root_xcorr = x.corr, x.xcorr
     first, second = gaussian_moments(full, pre_mean, pre_var)
     var = np.maximum(second - first**2, 0.0)
-    src = Source(np.asarray(pre_mean), np.asarray(pre_var), full, root_corr)
+    src = Source(np.asarray(pre_mean), np.asarray(pre_var), full, root_corr, root_xcorr)
     corr = _fn_corr(root_corr, pre_mean, pre_var, full, x.shape)
-    return Signal(np.asarray(first), np.asarray(var), x.shape, src, corr=corr)
+    xcorr = _fn_xcorr(root_xcorr, pre_mean, pre_var, full, x.shape)
+    return Signal(np.asarray(first), np.asarray(var), x.shape, src, corr=corr, xcorr=xcorr)
 
 
 def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Signal:

@@ -21,6 +21,7 @@ from autoinit_nas._correlation import conv_corr, flat_cross_variance
 from autoinit_nas._functions import apply_function, softmax_mixture_weight
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
+from autoinit_nas._xcorr import conv_xcov, correlation_of, dense_flat, per_channel_corr
 from autoinit_nas.errors import SignalError
 
 __all__ = ["linear_estimate", "windows"]
@@ -119,11 +120,17 @@ def _correlate(
     target. ``kernel_1d`` turns the layer's kernel into a (taps, in, out) convolution kernel."""
     if not (ctx.realized and x.is_map and len(x.shape) == 2 and len(pre.shape) == 2):
         return pre, plan, std
-    kernel = _final_kernel(kernel_var, plan, ctx)
+    kernel = kernel_1d(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
     var_c = np.mean(np.broadcast_to(x.var, x.shape), axis=0)
-    corr, extra = conv_corr(x.corr, var_c, kernel_1d(np.asarray(kernel, float)), stride,
-                            dilation, pre.shape[0])
-    return _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
+    cov = conv_xcov(x.xcorr, x.corr, var_c, kernel, stride, dilation, x.shape[0], pre.shape[0])
+    if cov is None:  # too many channels: positions only
+        corr, extra = conv_corr(x.corr, var_c, kernel, stride, dilation, pre.shape[0])
+        return _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
+    k = (cov.shape[0] - 1) // 2
+    independent = np.einsum("jco,c->o", np.square(kernel), var_c)
+    xcorr = correlation_of(cov)
+    return _add_variance(pre, np.diagonal(cov[k]) - independent, plan, std, ctx, kernel_var,
+                         per_channel_corr(xcorr), bias_var, xcorr)
 
 
 def _final_kernel(kernel_var: Any, plan: dict[str, np.ndarray], ctx: Context) -> np.ndarray:
@@ -134,6 +141,7 @@ def _final_kernel(kernel_var: Any, plan: dict[str, np.ndarray], ctx: Context) ->
 def _add_variance(pre: Signal, extra: np.ndarray, plan: dict[str, np.ndarray],
                   std: float | None, ctx: Context, kernel_var: Any,
                   corr: np.ndarray | None, bias_var: Any = None,
+                  xcorr: np.ndarray | None = None,
                   ) -> tuple[Signal, dict[str, np.ndarray], float | None]:
     """Add ``extra`` (broadcast over the output's last axis) to the predicted variance; a
     planned kernel is scaled so the realized total variance is still the target."""
@@ -148,7 +156,7 @@ def _add_variance(pre: Signal, extra: np.ndarray, plan: dict[str, np.ndarray],
                     for path, value in plan.items()}
             mean, var = mean * f, var * f * f
             std = None if std is None else std * f
-    return Signal(mean, var, pre.shape, corr=corr), plan, std
+    return Signal(mean, var, pre.shape, corr=corr, xcorr=xcorr), plan, std
 
 
 def _depthwise_as_full(kernel: np.ndarray) -> np.ndarray:
@@ -185,6 +193,12 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
         extra = flat_cross_variance(var_map, corr, np.asarray(kernel, float))
         pre, plan, std = _add_variance(pre, extra, plan, std, ctx, layer.kernel, None,
                                        layer.bias)
+    elif x.xcorr is not None and ctx.realized and x.is_map and len(x.shape) == 1:
+        # a flat vector with correlated features (after global pooling or another Dense)
+        kernel = np.asarray(_final_kernel(layer.kernel, plan, ctx), float)
+        extra, xcorr = dense_flat(x.xcorr, np.broadcast_to(x.var, x.shape), kernel)
+        pre, plan, std = _add_variance(pre, extra, plan, std, ctx, layer.kernel, None,
+                                       layer.bias, xcorr)
     else:
         pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k[None],
                                     bias_var=layer.bias)

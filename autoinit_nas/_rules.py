@@ -29,6 +29,7 @@ from autoinit_nas._linear import windows
 from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_iid
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
+from autoinit_nas._xcorr import global_pool_xcorr, rescale_xcorr
 
 __all__ = ["run_on_maps", "merge_signals"]
 
@@ -172,7 +173,10 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
         after = np.mean(np.broadcast_to(out.var, x.shape), axis=0)
         corr = x.corr * (before / np.maximum(after, 1e-300))[None, :]
         corr[0] = 1.0
-        out = replace(out, corr=corr)
+        out = replace(out, corr=corr, xcorr=rescale_xcorr(x.xcorr, before, after))
+    elif x.xcorr is not None and out.is_map and len(x.shape) == 1:
+        before, after = np.broadcast_to(x.var, x.shape), np.broadcast_to(out.var, x.shape)
+        out = replace(out, xcorr=rescale_xcorr(x.xcorr, before, after))
     return Estimate([out])
 
 
@@ -330,7 +334,15 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)
     else:
         var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
-    return Estimate([Signal(mean, var, out_shape)])
+    return Estimate([Signal(mean, var, out_shape, xcorr=_pooled_xcorr(x, axes, out_shape))])
+
+
+def _pooled_xcorr(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) -> Any:
+    """Correlation between the pooled channels of a sequence (None when not tracked)."""
+    if x.xcorr is None or len(x.shape) != 2 or axes != (0,) or len(out_shape) != 1:
+        return None
+    var_c = np.mean(np.broadcast_to(x.var, x.shape), axis=0)
+    return global_pool_xcorr(x.xcorr, var_c, x.shape[0])
 
 
 @register_estimator(*_GMAX)
@@ -347,7 +359,9 @@ def _global_max(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     pv = np.mean(pv, axis=axes).reshape(out_shape)
     if x.corr is not None and len(x.shape) == 2 and axes == (0,):
         k = effective_count(x.corr, k).reshape(out_shape)
-    return Estimate([_max_from(x, pm, pv, k, out_shape)])
+    out = _max_from(x, pm, pv, k, out_shape)
+    # the maxima of correlated channels: taken as correlated as the channels' means
+    return Estimate([replace(out, xcorr=_pooled_xcorr(x, axes, out_shape))])
 
 
 # ---------------------------------------------------------------- normalization
@@ -362,7 +376,9 @@ def _normalize(x: Signal, axes: tuple[int, ...], gamma: Any, beta: Any, eps: flo
     mean = g * (xm.mean - mu) / np.sqrt(denom) + b
     out = Signal(np.broadcast_to(mean, x.shape).astype(float),
                  np.broadcast_to(g**2 * xm.var / denom, x.shape).astype(float), x.shape,
-                 corr=x.corr)  # an affine map per channel keeps the correlation
+                 corr=x.corr,  # an affine map per channel keeps the correlations ...
+                 # ... but not one that subtracts each sample's mean over the channels
+                 xcorr=None if len(x.shape) - 1 in axes else x.xcorr)
     return out if x.is_map else out.collapse()
 
 

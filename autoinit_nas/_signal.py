@@ -26,6 +26,7 @@ class Source:
     var: np.ndarray
     fn: Callable[[np.ndarray], np.ndarray]
     corr: np.ndarray | None = None  # G's correlation between positions (see Signal.corr)
+    xcorr: np.ndarray | None = None  # G's correlation between channels (see Signal.xcorr)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class Signal:
     #: For sequence maps ``(length, channels)``: correlation between positions ``p`` and
     #: ``p + d`` per channel, ``corr[d, c]`` (``_correlation.py``); None: independent positions.
     corr: np.ndarray | None = None
+    #: Sequences ``(length, C)`` and flat vectors ``(C,)`` in realized mode: correlation between
+    #: channels, ``xcorr[K + d, c, c']`` for lags ``-K .. K`` (``_xcorr.py``); None: channels
+    #: independent.
+    xcorr: np.ndarray | None = None
 
     @staticmethod
     def scalar(mean: float, var: float, shape: tuple[int, ...]) -> Signal:
@@ -82,6 +87,7 @@ class Signal:
             self.source,
             self.mixture,
             corr=self.corr,
+            xcorr=self.xcorr,
         )
 
     def collapse(self) -> Signal:
