@@ -18,7 +18,7 @@ from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._signal import Signal, Source
-from autoinit_nas._xcorr import function_xcorr
+from autoinit_nas._xcorr import function_xcorr, per_channel_corr
 
 __all__ = [
     "as_numpy_fn",
@@ -168,8 +168,7 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     mix = x.mixture
     exact_mean, exact_var, out_mix = mix.apply(fn)
     src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr, x.xcorr)
-    corr = _fn_corr(x.corr, x.mean, x.var, fn, x.shape)
-    xcorr = _fn_xcorr(x.xcorr, x.mean, x.var, fn, x.shape)
+    corr, xcorr = _fn_correlations(x.corr, x.xcorr, x.mean, x.var, fn, x.shape)
     if not x.is_map:
         return Signal(np.asarray(float(exact_mean[0])), np.asarray(float(exact_var[0])), x.shape,
                       src, out_mix)
@@ -287,25 +286,22 @@ def linear_combination(
                   tuple(out_shape), mixture=mixture, corr=corr)
 
 
-def _fn_corr(corr: np.ndarray | None, mean: Any, var: Any, fn: Callable, shape: tuple) -> Any:
-    """Correlation between positions of fn(G) for a sequence map (None otherwise)."""
-    if corr is None or len(shape) != 2 or not _mixable(fn):
-        return None
-    mean_c = np.mean(np.broadcast_to(mean, shape), axis=0)
-    var_c = np.mean(np.broadcast_to(var, shape), axis=0)
-    return function_corr(corr, mean_c, var_c, fn)
-
-
-def _fn_xcorr(xcorr: np.ndarray | None, mean: Any, var: Any, fn: Callable, shape: tuple
-              ) -> Any:
-    """Correlation between channels of fn(G) (sequences and flat vectors; None otherwise)."""
-    if xcorr is None or len(shape) not in (1, 2) or not _mixable(fn):
-        return None
-    mean = np.broadcast_to(mean, shape)
-    var = np.broadcast_to(var, shape)
+def _fn_correlations(corr: np.ndarray | None, xcorr: np.ndarray | None, mean: Any, var: Any,
+                     fn: Callable, shape: tuple) -> tuple[Any, Any]:
+    """Correlations of fn(G) between positions (sequences) and between channels (sequences and
+    flat vectors); None where not tracked. With both, the positions' correlation is the
+    diagonal of the channels' one, so the Hermite series runs once."""
+    if len(shape) not in (1, 2) or not _mixable(fn) or (corr is None and xcorr is None):
+        return None, None
+    mean_c, var_c = np.broadcast_to(mean, shape), np.broadcast_to(var, shape)
     if len(shape) == 2:
-        mean, var = np.mean(mean, axis=0), np.mean(var, axis=0)
-    return function_xcorr(xcorr, mean, var, fn)
+        mean_c, var_c = np.mean(mean_c, axis=0), np.mean(var_c, axis=0)
+    out_x = function_xcorr(xcorr, mean_c, var_c, fn)
+    if len(shape) != 2 or corr is None:
+        return None, out_x
+    if out_x is not None:
+        return per_channel_corr(out_x), out_x
+    return function_corr(corr, mean_c, var_c, fn), None
 
 
 def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signal:
@@ -324,8 +320,7 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     first, second = gaussian_moments(full, pre_mean, pre_var)
     var = np.maximum(second - first**2, 0.0)
     src = Source(np.asarray(pre_mean), np.asarray(pre_var), full, root_corr, root_xcorr)
-    corr = _fn_corr(root_corr, pre_mean, pre_var, full, x.shape)
-    xcorr = _fn_xcorr(root_xcorr, pre_mean, pre_var, full, x.shape)
+    corr, xcorr = _fn_correlations(root_corr, root_xcorr, pre_mean, pre_var, full, x.shape)
     return Signal(np.asarray(first), np.asarray(var), x.shape, src, corr=corr, xcorr=xcorr)
 
 

@@ -52,6 +52,18 @@ def _lags(length: int) -> int:
     return int(min(max(length - 1, 0), MAX_LAG))
 
 
+def _center(a: np.ndarray) -> int:
+    """Index of lag 0 in an array over lags -K .. K."""
+    return (a.shape[0] - 1) // 2
+
+
+def _unit_diagonal(rho: np.ndarray) -> np.ndarray:
+    """``rho`` with each channel's lag-0 self-correlation set to exactly 1 (in place)."""
+    idx = np.arange(rho.shape[1])
+    rho[_center(rho), idx, idx] = 1.0
+    return rho
+
+
 def _covariance(xcorr: np.ndarray | None, corr: np.ndarray | None, var_c: np.ndarray,
                 length: int) -> np.ndarray:
     """(2K + 1, C, C) cross-covariance at lags -K .. K of a sequence: from ``xcorr`` when
@@ -59,38 +71,30 @@ def _covariance(xcorr: np.ndarray | None, corr: np.ndarray | None, var_c: np.nda
     k = _lags(length)
     channels = len(var_c)
     sd = np.sqrt(np.maximum(var_c, 0.0))
+    rho = np.zeros((2 * k + 1, channels, channels))
     if xcorr is not None:
-        have = (xcorr.shape[0] - 1) // 2
-        rho = np.zeros((2 * k + 1, channels, channels))
+        have = _center(xcorr)
         n = min(k, have)
         rho[k - n : k + n + 1] = xcorr[have - n : have + n + 1]
+    elif corr is None:
+        _unit_diagonal(rho)
     else:
-        rho = np.zeros((2 * k + 1, channels, channels))
         idx = np.arange(channels)
-        if corr is None:
-            rho[k, idx, idx] = 1.0
-        else:
-            n = min(k, corr.shape[0] - 1)
-            for d in range(n + 1):
-                rho[k + d, idx, idx] = corr[d]
-                rho[k - d, idx, idx] = corr[d]
+        for d in range(min(k, corr.shape[0] - 1) + 1):
+            rho[k + d, idx, idx] = corr[d]
+            rho[k - d, idx, idx] = corr[d]
     return rho * sd[None, :, None] * sd[None, None, :]
 
 
 def correlation_of(cov: np.ndarray) -> np.ndarray:
     """Covariance (lags, C, C) -> correlation, normalized by the lag-0 diagonal."""
-    k = (cov.shape[0] - 1) // 2
-    sd = np.sqrt(np.maximum(np.diagonal(cov[k]), 1e-300))
-    rho = cov / (sd[None, :, None] * sd[None, None, :])
-    idx = np.arange(cov.shape[1])
-    rho[k, idx, idx] = 1.0
-    return rho
+    sd = np.sqrt(np.maximum(np.diagonal(cov[_center(cov)]), 1e-300))
+    return _unit_diagonal(cov / (sd[None, :, None] * sd[None, None, :]))
 
 
 def per_channel_corr(xcorr: np.ndarray) -> np.ndarray:
     """The per-channel correlation ``corr[d, c]`` (lags 0 .. K) that ``_correlation`` keeps."""
-    k = (xcorr.shape[0] - 1) // 2
-    return np.ascontiguousarray(np.diagonal(xcorr[k:], axis1=1, axis2=2))
+    return np.ascontiguousarray(np.diagonal(xcorr[_center(xcorr):], axis1=1, axis2=2))
 
 
 def conv_xcov(
@@ -109,7 +113,7 @@ def conv_xcov(
     if max(channels, outs) > MAX_CHANNELS:
         return None
     g = _covariance(xcorr, corr, var_c, in_len)
-    k_in = (g.shape[0] - 1) // 2
+    k_in = _center(g)
     k_out = _lags(out_len)
     d = np.arange(-k_out, k_out + 1)
     # e = s d + dil j' for every output lag d and tap j'; T[e] = sum_j W[j]^T G[e - dil j]
@@ -136,11 +140,7 @@ def rescale_xcorr(xcorr: np.ndarray | None, before: np.ndarray, after: np.ndarra
     if xcorr is None:
         return None
     s = np.sqrt(before / np.maximum(after, 1e-300))
-    out = xcorr * s[None, :, None] * s[None, None, :]
-    k = (xcorr.shape[0] - 1) // 2
-    idx = np.arange(xcorr.shape[1])
-    out[k, idx, idx] = 1.0
-    return out
+    return _unit_diagonal(xcorr * s[None, :, None] * s[None, None, :])
 
 
 def function_xcorr(xcorr: np.ndarray | None, mean_c: np.ndarray, var_c: np.ndarray,
@@ -163,10 +163,7 @@ def function_xcorr(xcorr: np.ndarray | None, mean_c: np.ndarray, var_c: np.ndarr
     for n in range(a.shape[1]):
         power = power * rho
         out += power * (a[:, n][None, :, None] * a[:, n][None, None, :])
-    k = (xcorr.shape[0] - 1) // 2
-    idx = np.arange(xcorr.shape[1])
-    out[k, idx, idx] = 1.0
-    return out
+    return _unit_diagonal(out)
 
 
 def global_pool_xcorr(xcorr: np.ndarray | None, var_c: np.ndarray, length: int
@@ -175,7 +172,7 @@ def global_pool_xcorr(xcorr: np.ndarray | None, var_c: np.ndarray, length: int
     if xcorr is None:
         return None
     g = _covariance(xcorr, None, var_c, length)
-    k = (g.shape[0] - 1) // 2
+    k = _center(g)
     d = np.arange(-k, k + 1)
     weight = np.maximum(length - np.abs(d), 0).astype(float)
     cov = np.einsum("d,dcC->cC", weight, g)[None]
