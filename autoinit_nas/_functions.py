@@ -18,7 +18,7 @@ from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._signal import Signal, Source
-from autoinit_nas._xcorr import function_xcorr, per_channel_corr
+from autoinit_nas._xcorr import function_xcorr, per_channel_corr, sum_xcorr
 
 __all__ = [
     "as_numpy_fn",
@@ -276,26 +276,29 @@ def linear_combination(
     if not any(x.is_map for x in xs):
         return Signal(np.asarray(float(np.mean(mean))), np.asarray(float(np.mean(var))),
                       tuple(out_shape), mixture=mixture)
-    corr = None
-    if len(out_shape) == 2 and all(np.shape(x.var) == tuple(out_shape) for x in parts):
-        corr = combine_corr([(c, np.mean(x.var, axis=0), x.corr) for c, x in zip(cs, parts,
-                                                                               strict=True)],
-                            out_shape[0])
+    corr = xcorr = None
+    if all(np.shape(x.var) == tuple(out_shape) for x in parts):
+        var_cs = [np.mean(x.var.reshape(-1, out_shape[-1]), axis=0) for x in parts]
+        if len(out_shape) == 2:
+            corr = combine_corr([(c, v, x.corr) for c, v, x in zip(cs, var_cs, parts,
+                                                                   strict=True)], out_shape[0])
+        xcorr = sum_xcorr([(c, v, x.xcorr, x.corr) for c, v, x in zip(cs, var_cs, parts,
+                                                                      strict=True)],
+                          tuple(out_shape[:-1]) or (1,))
     return Signal(np.broadcast_to(mean, out_shape).astype(float),
                   np.maximum(np.broadcast_to(var, out_shape), 0.0).astype(float),
-                  tuple(out_shape), mixture=mixture, corr=corr)
+                  tuple(out_shape), mixture=mixture, corr=corr, xcorr=xcorr)
 
 
 def _fn_correlations(corr: np.ndarray | None, xcorr: np.ndarray | None, mean: Any, var: Any,
                      fn: Callable, shape: tuple) -> tuple[Any, Any]:
-    """Correlations of fn(G) between positions (sequences) and between channels (sequences and
-    flat vectors); None where not tracked. With both, the positions' correlation is the
-    diagonal of the channels' one, so the Hermite series runs once."""
-    if len(shape) not in (1, 2) or not _mixable(fn) or (corr is None and xcorr is None):
+    """Correlations of fn(G) between positions (sequences) and between channels (any map);
+    None where not tracked. With both, the positions' correlation is the diagonal of the
+    channels' one, so the Hermite series runs once."""
+    if not shape or not _mixable(fn) or (corr is None and xcorr is None):
         return None, None
-    mean_c, var_c = np.broadcast_to(mean, shape), np.broadcast_to(var, shape)
-    if len(shape) == 2:
-        mean_c, var_c = np.mean(mean_c, axis=0), np.mean(var_c, axis=0)
+    mean_c = np.mean(np.broadcast_to(mean, shape).reshape(-1, shape[-1]), axis=0)
+    var_c = np.mean(np.broadcast_to(var, shape).reshape(-1, shape[-1]), axis=0)
     out_x = function_xcorr(xcorr, mean_c, var_c, fn)
     if len(shape) != 2 or corr is None:
         return None, out_x

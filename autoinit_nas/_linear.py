@@ -21,7 +21,13 @@ from autoinit_nas._correlation import conv_corr, flat_cross_variance
 from autoinit_nas._functions import apply_function, softmax_mixture_weight
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
-from autoinit_nas._xcorr import conv_xcov, correlation_of, dense_flat, per_channel_corr
+from autoinit_nas._xcorr import (
+    MAX_CHANNELS,
+    conv_xcov,
+    correlation_of,
+    dense_flat,
+    per_channel_corr,
+)
 from autoinit_nas.errors import SignalError
 
 __all__ = ["linear_estimate", "windows"]
@@ -110,27 +116,44 @@ def _correlate(
     std: float | None,
     ctx: Context,
     kernel_var: Any,
-    kernel_1d: Callable[[np.ndarray], np.ndarray],
-    stride: int = 1,
-    dilation: int = 1,
+    kernel_nd: Callable[[np.ndarray], np.ndarray],
+    stride: int | tuple[int, ...] = 1,
+    dilation: int | tuple[int, ...] = 1,
     bias_var: Any = None,
 ) -> tuple[Signal, dict[str, np.ndarray], float | None]:
-    """For sequence maps: the output's correlation between positions and the variance that
-    correlated inputs add (realized mode), with the kernel rescaled so the total stays at the
-    target. ``kernel_1d`` turns the layer's kernel into a (taps, in, out) convolution kernel."""
-    if not (ctx.realized and x.is_map and len(x.shape) == 2 and len(pre.shape) == 2):
+    """For sequence and image maps (channels last): the output's correlation between positions
+    and channels and the variance that correlated inputs add (realized mode), with the kernel
+    rescaled so the total stays at the target. ``kernel_nd`` turns the layer's kernel into a
+    ``(*taps, in, out)`` convolution kernel (a Dense kernel gets one tap per axis)."""
+    rank = len(x.shape) - 1
+    if not (ctx.realized and x.is_map and rank >= 1 and len(pre.shape) == rank + 1):
         return pre, plan, std
-    kernel = kernel_1d(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
-    var_c = np.mean(np.broadcast_to(x.var, x.shape), axis=0)
-    cov = conv_xcov(x.xcorr, x.corr, var_c, kernel, stride, dilation, x.shape[0], pre.shape[0])
+    kernel = kernel_nd(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
+    kernel = kernel.reshape((1,) * (rank + 2 - kernel.ndim) + kernel.shape)
+    if kernel.ndim != rank + 2 or (rank > 1 and max(kernel.shape[-2:]) > MAX_CHANNELS):
+        return pre, plan, std  # images with many channels: not tracked (sequences: positions)
+    var_c = _channel_mean(x.var, x.shape)
+    cov = conv_xcov(x.xcorr, x.corr, var_c, kernel, stride, dilation, x.shape[:-1],
+                    pre.shape[:-1])
     if cov is None:  # too many channels: positions only
-        corr, extra = conv_corr(x.corr, var_c, kernel, stride, dilation, pre.shape[0])
+        corr, extra = conv_corr(x.corr, var_c, kernel, _as_int(stride), _as_int(dilation),
+                                pre.shape[0])
         return _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
-    k = (cov.shape[0] - 1) // 2
-    independent = np.einsum("jco,c->o", np.square(kernel), var_c)
+    independent = var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
     xcorr = correlation_of(cov)
-    return _add_variance(pre, np.diagonal(cov[k]) - independent, plan, std, ctx, kernel_var,
-                         per_channel_corr(xcorr), bias_var, xcorr)
+    corr = per_channel_corr(xcorr) if rank == 1 else None
+    lag0 = cov[tuple((n - 1) // 2 for n in cov.shape[:-2])]
+    return _add_variance(pre, np.diagonal(lag0) - independent, plan, std, ctx, kernel_var,
+                         corr, bias_var, xcorr)
+
+
+def _channel_mean(var: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-channel mean of a (broadcastable) map over its spatial axes."""
+    return np.mean(np.broadcast_to(var, shape).reshape(-1, shape[-1]), axis=0)
+
+
+def _as_int(value: int | tuple[int, ...]) -> int:
+    return int(value[0]) if isinstance(value, (tuple, list)) else int(value)
 
 
 def _final_kernel(kernel_var: Any, plan: dict[str, np.ndarray], ctx: Context) -> np.ndarray:
@@ -160,11 +183,11 @@ def _add_variance(pre: Signal, extra: np.ndarray, plan: dict[str, np.ndarray],
 
 
 def _depthwise_as_full(kernel: np.ndarray) -> np.ndarray:
-    """(taps, C, M) depthwise kernel as the equivalent (taps, C, C * M) convolution kernel."""
-    taps, channels, mult = kernel.shape
-    full = np.zeros((taps, channels, channels * mult))
+    """(*taps, C, M) depthwise kernel as the equivalent (*taps, C, C * M) convolution kernel."""
+    channels, mult = kernel.shape[-2:]
+    full = np.zeros((*kernel.shape[:-2], channels, channels * mult))
     for c in range(channels):
-        full[:, c, c * mult:(c + 1) * mult] = kernel[:, c, :]
+        full[..., c, c * mult:(c + 1) * mult] = kernel[..., c, :]
     return full
 
 
@@ -283,10 +306,10 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
         layer, x, ctx, kernel_var=layer.kernel, bias_var=layer.bias, forward=_conv_forward(layer),
         fan_in=fan_in, out_shape=out_shape, channel_axis=_channel_axis(layer, len(out_shape)),
     )
-    if len(ks) == 3 and ks[1] == x.shape[-1] and layer.data_format == "channels_last":
+    if (len(ks) == len(x.shape) + 1 and ks[-2] == x.shape[-1]
+            and layer.data_format == "channels_last"):
         pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k,
-                                    int(layer.strides[0]), int(layer.dilation_rate[0]),
-                                    layer.bias)
+                                    tuple(layer.strides), tuple(layer.dilation_rate), layer.bias)
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -316,10 +339,9 @@ def _depthwise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
         forward=_depthwise_forward(layer), fan_in=int(np.prod(kernel.shape[:-2])),
         out_shape=out_shape, channel_axis=_channel_axis(layer, len(out_shape)),
     )
-    if len(kernel.shape) == 3 and layer.data_format == "channels_last":
+    if len(kernel.shape) == len(inputs[0].shape) + 1 and layer.data_format == "channels_last":
         pre, plan, std = _correlate(inputs[0], pre, plan, std, ctx, kernel, _depthwise_as_full,
-                                    int(layer.strides[0]), int(layer.dilation_rate[0]),
-                                    layer.bias)
+                                    tuple(layer.strides), tuple(layer.dilation_rate), layer.bias)
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -337,10 +359,10 @@ def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
         layer, x, ctx, kernel_var=dk, forward=depthwise, fan_in=int(np.prod(dk.shape[:-2])),
         out_shape=tuple(mid_shape), channel_axis=ch, keep=keep,
     )
-    one_d = len(dk.shape) == 3 and layer.data_format == "channels_last"
-    if one_d:
+    tracked = len(dk.shape) == len(x.shape) + 1 and layer.data_format == "channels_last"
+    if tracked:
         mid, plan, _ = _correlate(x, mid, plan, None, ctx, dk, _depthwise_as_full,
-                                  int(layer.strides[0]), int(layer.dilation_rate[0]))
+                                  tuple(layer.strides), tuple(layer.dilation_rate))
 
     def pointwise(m: np.ndarray, k: np.ndarray) -> np.ndarray:
         if layer.data_format == "channels_last":
@@ -353,7 +375,7 @@ def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
         layer, mid, ctx, kernel_var=pk, bias_var=layer.bias, forward=pointwise,
         fan_in=int(np.prod(pk.shape[:-1])), out_shape=out_shape, channel_axis=ch, keep=keep,
     )
-    if one_d:
+    if tracked:
         pre, plan2, std = _correlate(mid, pre, plan2, std, ctx, pk, lambda k: k,
                                      bias_var=layer.bias)
     plan = {**plan, **plan2}

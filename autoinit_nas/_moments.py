@@ -78,15 +78,21 @@ class PiecewiseLinear:
         safe = np.where(sd > 0, sd, 1.0)
         first = np.zeros(np.broadcast_shapes(np.shape(mu), np.shape(sd)))
         second = np.zeros_like(first)
-        edges = (-np.inf, *self.breakpoints, np.inf)
+        # Per edge z = (edge - mu) / sd: Phi(z), phi(z) and z phi(z), each computed once
+        # (0 at -inf, Phi = 1 at +inf); a point mass (sd = 0) sits on one side of every edge.
+        at_edges = [(0.0, 0.0, 0.0)]
+        for b in self.breakpoints:
+            z = np.where(sd > 0, (b - mu) / safe, np.where(mu >= b, -np.inf, np.inf))
+            at_edges.append((normal_cdf(z), _pdf_inf(z), _zpdf_inf(z)))
+        at_edges.append((1.0, 0.0, 0.0))
         # Partial moments of X on [lo, hi): P, E[X 1], E[X^2 1], via the standard normal.
         for i, (a, c) in enumerate(zip(self.slopes, self.intercepts, strict=True)):
-            lo, hi = edges[i], edges[i + 1]
-            zl = np.where(sd > 0, (lo - mu) / safe, np.where(mu >= lo, -np.inf, np.inf))
-            zh = np.where(sd > 0, (hi - mu) / safe, np.where(mu >= hi, -np.inf, np.inf))
-            p = normal_cdf(zh) - normal_cdf(zl)
-            dphi = _pdf_inf(zl) - _pdf_inf(zh)  # E[Z 1] = phi(zl) - phi(zh)
-            zphi = _zpdf_inf(zl) - _zpdf_inf(zh)  # E[Z^2 1] = P + zl phi(zl) - zh phi(zh)
+            if np.ndim(a) == 0 and np.ndim(c) == 0 and a == 0 and c == 0:
+                continue  # the function is 0 on this interval (relu below 0)
+            (cdf_lo, pdf_lo, zpdf_lo), (cdf_hi, pdf_hi, zpdf_hi) = at_edges[i], at_edges[i + 1]
+            p = cdf_hi - cdf_lo
+            dphi = pdf_lo - pdf_hi  # E[Z 1] = phi(zl) - phi(zh)
+            zphi = zpdf_lo - zpdf_hi  # E[Z^2 1] = P + zl phi(zl) - zh phi(zh)
             ex = mu * p + sd * dphi
             ex2 = mu**2 * p + 2 * mu * sd * dphi + var * (p + zphi)
             first = first + a * ex + c * p

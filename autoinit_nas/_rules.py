@@ -29,7 +29,7 @@ from autoinit_nas._linear import windows
 from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_iid
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
-from autoinit_nas._xcorr import global_pool_xcorr, rescale_xcorr
+from autoinit_nas._xcorr import global_mean_cov, global_pool_xcorr, rescale_xcorr
 
 __all__ = ["run_on_maps", "merge_signals"]
 
@@ -174,8 +174,8 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
         corr = x.corr * (before / np.maximum(after, 1e-300))[None, :]
         corr[0] = 1.0
         out = replace(out, corr=corr, xcorr=rescale_xcorr(x.xcorr, before, after))
-    elif x.xcorr is not None and out.is_map and len(x.shape) == 1:
-        before, after = np.broadcast_to(x.var, x.shape), np.broadcast_to(out.var, x.shape)
+    elif x.xcorr is not None and out.is_map and not isinstance(layer, _SPATIAL_DROPOUT):
+        before, after = _per_channel(x.var, x.shape), _per_channel(out.var, x.shape)
         out = replace(out, xcorr=rescale_xcorr(x.xcorr, before, after))
     return Estimate([out])
 
@@ -332,17 +332,30 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     mean = np.mean(x.mean, axis=axes).reshape(out_shape)
     if x.corr is not None and len(x.shape) == 2 and axes == (0,):
         var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)
+    elif _pools_all(x, axes, out_shape):  # images: from the channels' cross-covariance
+        cov = global_mean_cov(x.xcorr, _per_channel(x.var, x.shape), x.shape[:-1])
+        var = np.diagonal(cov).reshape(out_shape)
     else:
         var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
     return Estimate([Signal(mean, var, out_shape, xcorr=_pooled_xcorr(x, axes, out_shape))])
 
 
+def _per_channel(var: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-channel mean of a (broadcastable) variance map over its spatial axes."""
+    return np.mean(np.broadcast_to(var, shape).reshape(-1, shape[-1]), axis=0)
+
+
+def _pools_all(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
+    """A global pooling over every spatial axis of a channels-last map with tracked xcorr."""
+    return (x.xcorr is not None and len(x.shape) >= 2 and len(out_shape) == 1
+            and axes == tuple(range(len(x.shape) - 1)))
+
+
 def _pooled_xcorr(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) -> Any:
-    """Correlation between the pooled channels of a sequence (None when not tracked)."""
-    if x.xcorr is None or len(x.shape) != 2 or axes != (0,) or len(out_shape) != 1:
+    """Correlation between the pooled channels of a map (None when not tracked)."""
+    if not _pools_all(x, axes, out_shape):
         return None
-    var_c = np.mean(np.broadcast_to(x.var, x.shape), axis=0)
-    return global_pool_xcorr(x.xcorr, var_c, x.shape[0])
+    return global_pool_xcorr(x.xcorr, _per_channel(x.var, x.shape), x.shape[:-1])
 
 
 @register_estimator(*_GMAX)

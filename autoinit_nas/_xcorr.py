@@ -39,62 +39,98 @@ __all__ = [
     "correlation_of",
     "dense_flat",
     "function_xcorr",
+    "global_mean_cov",
     "global_pool_xcorr",
     "per_channel_corr",
     "rescale_xcorr",
+    "sum_xcorr",
 ]
 
 #: Channel count above which cross-channel correlation is not tracked (cost ~ C^3 per layer).
 MAX_CHANNELS = 96
+#: Lags kept per spatial axis for images and volumes (sequences keep ``MAX_LAG``): the cost of a
+#: convolution grows as ``(2 K + 1)^rank``, and the correlation of a 3x3 stack decays within a
+#: few positions.
+MAX_LAG_ND = 2
 
 
-def _lags(length: int) -> int:
-    return int(min(max(length - 1, 0), MAX_LAG))
+def _as_tuple(value: int | tuple[int, ...], rank: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * rank
 
 
-def _center(a: np.ndarray) -> int:
-    """Index of lag 0 in an array over lags -K .. K."""
-    return (a.shape[0] - 1) // 2
+def _lags(spatial: int | tuple[int, ...]) -> tuple[int, ...]:
+    """Lags kept per axis for a map with these spatial sizes."""
+    sizes = _as_tuple(spatial, 1)
+    cap = MAX_LAG if len(sizes) == 1 else MAX_LAG_ND
+    return tuple(int(min(max(n - 1, 0), cap)) for n in sizes)
+
+
+def _center(a: np.ndarray) -> tuple[int, ...]:
+    """Index of lag 0 in an array over lags ``-K .. K`` per spatial axis (then C, C)."""
+    return tuple((n - 1) // 2 for n in a.shape[:-2])
 
 
 def _unit_diagonal(rho: np.ndarray) -> np.ndarray:
     """``rho`` with each channel's lag-0 self-correlation set to exactly 1 (in place)."""
-    idx = np.arange(rho.shape[1])
-    rho[_center(rho), idx, idx] = 1.0
+    idx = np.arange(rho.shape[-1])
+    rho[(*_center(rho), idx, idx)] = 1.0
     return rho
 
 
 def _covariance(xcorr: np.ndarray | None, corr: np.ndarray | None, var_c: np.ndarray,
-                length: int) -> np.ndarray:
-    """(2K + 1, C, C) cross-covariance at lags -K .. K of a sequence: from ``xcorr`` when
-    known, else channels independent with their per-channel ``corr`` (or white)."""
-    k = _lags(length)
+                spatial: int | tuple[int, ...]) -> np.ndarray:
+    """Cross-covariance ``(2K + 1, ..., C, C)`` at lags ``-K .. K`` per spatial axis of a map:
+    from ``xcorr`` when known, else channels independent with their per-channel ``corr``
+    (sequences) or white."""
+    ks = _lags(spatial)
     channels = len(var_c)
     sd = np.sqrt(np.maximum(var_c, 0.0))
-    rho = np.zeros((2 * k + 1, channels, channels))
+    rho = np.zeros(tuple(2 * k + 1 for k in ks) + (channels, channels))
     if xcorr is not None:
         have = _center(xcorr)
-        n = min(k, have)
-        rho[k - n : k + n + 1] = xcorr[have - n : have + n + 1]
-    elif corr is None:
+        n = [min(k, h) for k, h in zip(ks, have, strict=True)]
+        dst = tuple(slice(k - m, k + m + 1) for k, m in zip(ks, n, strict=True))
+        src = tuple(slice(h - m, h + m + 1) for h, m in zip(have, n, strict=True))
+        rho[dst] = xcorr[src]
+    elif corr is None or len(ks) != 1:
         _unit_diagonal(rho)
     else:
+        k = ks[0]
         idx = np.arange(channels)
         for d in range(min(k, corr.shape[0] - 1) + 1):
             rho[k + d, idx, idx] = corr[d]
             rho[k - d, idx, idx] = corr[d]
-    return rho * sd[None, :, None] * sd[None, None, :]
+    return rho * sd[:, None] * sd[None, :]
 
 
 def correlation_of(cov: np.ndarray) -> np.ndarray:
-    """Covariance (lags, C, C) -> correlation, normalized by the lag-0 diagonal."""
+    """Covariance (lags..., C, C) -> correlation, normalized by the lag-0 diagonal."""
     sd = np.sqrt(np.maximum(np.diagonal(cov[_center(cov)]), 1e-300))
-    return _unit_diagonal(cov / (sd[None, :, None] * sd[None, None, :]))
+    return _unit_diagonal(cov / (sd[:, None] * sd[None, :]))
 
 
 def per_channel_corr(xcorr: np.ndarray) -> np.ndarray:
-    """The per-channel correlation ``corr[d, c]`` (lags 0 .. K) that ``_correlation`` keeps."""
-    return np.ascontiguousarray(np.diagonal(xcorr[_center(xcorr):], axis1=1, axis2=2))
+    """The per-channel correlation ``corr[d, c]`` (lags 0 .. K) that ``_correlation`` keeps
+    for sequences."""
+    return np.ascontiguousarray(np.diagonal(xcorr[_center(xcorr)[0]:], axis1=1, axis2=2))
+
+
+def _grid(ks: tuple[int, ...]) -> np.ndarray:
+    """Every lag vector of the box ``-K .. K`` per axis, in C order: ``(prod(2K + 1), rank)``.
+    Row ``i`` and row ``len - 1 - i`` are opposite lags."""
+    axes = np.meshgrid(*[np.arange(-k, k + 1) for k in ks], indexing="ij")
+    return np.stack(axes, axis=-1).reshape(-1, len(ks))
+
+
+def _mirrored(half: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The full lag box from its second half (flat lag index >= center), using
+    ``G[-d] = G[d]^T``."""
+    n = int(np.prod(shape))
+    c = n // 2
+    full = np.empty((n, *half.shape[1:]))
+    full[c:] = half
+    full[:c] = np.swapaxes(half[:0:-1], -1, -2)
+    return full.reshape(*shape, *half.shape[1:])
 
 
 def conv_xcov(
@@ -102,35 +138,49 @@ def conv_xcov(
     corr: np.ndarray | None,
     var_c: np.ndarray,
     kernel: np.ndarray,
-    stride: int,
-    dilation: int,
-    in_len: int,
-    out_len: int,
+    stride: int | tuple[int, ...],
+    dilation: int | tuple[int, ...],
+    in_size: int | tuple[int, ...],
+    out_size: int | tuple[int, ...],
 ) -> np.ndarray | None:
-    """Output cross-covariance (2K' + 1, O, O) of a 1-D convolution with kernel (taps, C, O),
-    or ``None`` when the channels exceed the budget."""
-    taps, channels, outs = kernel.shape
+    """Output cross-covariance ``(2K' + 1, ..., O, O)`` of a convolution with kernel
+    ``(*taps, C, O)`` (any spatial rank), or ``None`` when the channels exceed the budget."""
+    rank = kernel.ndim - 2
+    taps, (channels, outs) = kernel.shape[:rank], kernel.shape[rank:]
     if max(channels, outs) > MAX_CHANNELS:
         return None
-    g = _covariance(xcorr, corr, var_c, in_len)
-    k_in = _center(g)
-    k_out = _lags(out_len)
-    d = np.arange(-k_out, k_out + 1)
-    # e = s d + dil j' for every output lag d and tap j'; T[e] = sum_j W[j]^T G[e - dil j]
-    e_all = (stride * d[:, None] + dilation * np.arange(taps)[None, :])  # (D, taps)
-    e_min, e_max = int(e_all.min()), int(e_all.max())
-    e = np.arange(e_min, e_max + 1)
-    t = np.zeros((len(e), outs, channels))
-    for j in range(taps):
-        lag = e - dilation * j
-        ok = np.abs(lag) <= k_in
-        if np.any(ok):
-            t[ok] += np.einsum("co,ecC->eoC", kernel[j], g[k_in + lag[ok]], optimize=True)
-    out = np.zeros((len(d), outs, outs))
-    for jp in range(taps):
-        rows = e_all[:, jp] - e_min
-        out += np.einsum("doC,CO->doO", t[rows], kernel[jp], optimize=True)
-    return out
+    strides = np.asarray(_as_tuple(stride, rank))
+    dilations = np.asarray(_as_tuple(dilation, rank))
+    g = _covariance(xcorr, corr, var_c, _as_tuple(in_size, rank))
+    k_in = np.asarray(_center(g))
+    k_out = _lags(_as_tuple(out_size, rank))
+    tap = np.stack(np.meshgrid(*[np.arange(n) for n in taps], indexing="ij"), -1).reshape(-1, rank)
+    w = kernel.reshape(-1, channels, outs)
+    lags_out = _grid(k_out)
+    half = lags_out[len(lags_out) // 2:]
+    # G_out[-d] = sum_{j, j'} W[j']^T G[dil j - s d - dil j']^T... written with e = s d + dil j':
+    # T[e] = sum_j G[dil j - e] W[j]  (= (sum_j W[j]^T G[e - dil j])^T), then
+    # G_out[d]^T = sum_j' W[j']^T T[s d + dil j'], i.e. G_out[-d].
+    e = half[:, None, :] * strides + tap[None, :, :] * dilations  # (H, J, rank)
+    uniq, where = np.unique(e.reshape(-1, rank), axis=0, return_inverse=True)
+    where = where.reshape(e.shape[:2])
+    gflat = np.concatenate([g.reshape(-1, channels, channels),
+                            np.zeros((1, channels, channels))])  # last: zero for far lags
+    t = np.zeros((len(uniq), channels, outs))
+    for j in range(len(tap)):
+        lag = tap[j] * dilations - uniq  # (U, rank)
+        ok = np.all(np.abs(lag) <= k_in, axis=1)
+        if not np.any(ok):
+            continue
+        idx = np.full(len(uniq), len(gflat) - 1)
+        idx[ok] = np.ravel_multi_index(tuple((lag[ok] + k_in).T), g.shape[:rank])
+        t += gflat[idx] @ w[j]
+    neg = np.zeros((len(half), outs, outs))  # G_out at -d for d in half
+    for j in range(len(tap)):
+        neg += np.matmul(w[j].T, t[where[:, j]])
+    shape = tuple(2 * k + 1 for k in k_out)
+    # neg[i] is the lag opposite half[i]: flat index c - i; so G_out[c + i] = neg[i]^T
+    return _mirrored(np.swapaxes(neg, -1, -2), shape)
 
 
 def rescale_xcorr(xcorr: np.ndarray | None, before: np.ndarray, after: np.ndarray
@@ -140,7 +190,7 @@ def rescale_xcorr(xcorr: np.ndarray | None, before: np.ndarray, after: np.ndarra
     if xcorr is None:
         return None
     s = np.sqrt(before / np.maximum(after, 1e-300))
-    return _unit_diagonal(xcorr * s[None, :, None] * s[None, None, :])
+    return _unit_diagonal(xcorr * s[:, None] * s[None, :])
 
 
 def function_xcorr(xcorr: np.ndarray | None, mean_c: np.ndarray, var_c: np.ndarray,
@@ -157,25 +207,48 @@ def function_xcorr(xcorr: np.ndarray | None, mean_c: np.ndarray, var_c: np.ndarr
     a = np.einsum("cz,nz,z->cn", fx, he, w)[:, 1:]  # (C, N): the varying part
     total = np.sqrt(np.maximum(np.sum(a * a, axis=1), 1e-300))
     a = a / total[:, None]
-    rho = np.clip(xcorr, -1.0, 1.0)
+    # orders whose coefficients are negligible for every channel contribute nothing
+    order = int(np.max(np.nonzero(np.max(np.abs(a), axis=0) > 1e-7)[0], initial=0)) + 1
+    channels = len(mean_c)
+    lag_shape = xcorr.shape[:-2]
+    flat = xcorr.reshape(-1, channels, channels)
+    rho = np.clip(flat[len(flat) // 2:], -1.0, 1.0)  # lags >= 0; the rest by symmetry
     out = np.zeros_like(rho)
-    power = np.ones_like(rho)
-    for n in range(a.shape[1]):
-        power = power * rho
-        out += power * (a[:, n][None, :, None] * a[:, n][None, None, :])
-    return _unit_diagonal(out)
+    for n in range(order - 1, -1, -1):  # Horner: sum_n b_n rho^(n + 1)
+        out += a[:, n][:, None] * a[:, n][None, :]
+        out *= rho
+    return _unit_diagonal(_mirrored(out, lag_shape))
 
 
-def global_pool_xcorr(xcorr: np.ndarray | None, var_c: np.ndarray, length: int
-                      ) -> np.ndarray | None:
-    """(1, C, C) correlation between the channel means over ``length`` positions."""
+def global_mean_cov(xcorr: np.ndarray, var_c: np.ndarray, spatial: int | tuple[int, ...]
+                    ) -> np.ndarray:
+    """(C, C) covariance between the channel means over a map of these spatial sizes: the
+    cross-covariance summed over lags with the weights ``prod_axis (n - |d|) / n^2``."""
+    sizes = _as_tuple(spatial, xcorr.ndim - 2)
+    g = _covariance(xcorr, None, var_c, sizes)
+    weight = np.ones(())
+    for n, k in zip(sizes, _center(g), strict=True):
+        d = np.arange(-k, k + 1)
+        w_axis = np.maximum(n - np.abs(d), 0).astype(float) / float(n) ** 2
+        weight = np.multiply.outer(weight, w_axis)
+    return np.tensordot(weight, g, axes=weight.ndim)
+
+
+def global_pool_xcorr(xcorr: np.ndarray | None, var_c: np.ndarray,
+                      spatial: int | tuple[int, ...]) -> np.ndarray | None:
+    """(1, C, C) correlation between the channel means over the spatial positions."""
     if xcorr is None:
         return None
-    g = _covariance(xcorr, None, var_c, length)
-    k = _center(g)
-    d = np.arange(-k, k + 1)
-    weight = np.maximum(length - np.abs(d), 0).astype(float)
-    cov = np.einsum("d,dcC->cC", weight, g)[None]
+    return correlation_of(global_mean_cov(xcorr, var_c, spatial)[None])
+
+
+def sum_xcorr(parts: list[tuple[float, np.ndarray, np.ndarray | None, np.ndarray | None]],
+              spatial: tuple[int, ...]) -> np.ndarray | None:
+    """Correlation between channels of ``sum_i c_i x_i`` for independent maps ``x_i``, each
+    given as ``(c_i, var_c, xcorr, corr)``; ``None`` when no part tracks it."""
+    if all(xc is None for _, _, xc, _ in parts) or len(parts[0][1]) > MAX_CHANNELS:
+        return None
+    cov = sum(c * c * _covariance(xc, corr, var_c, spatial) for c, var_c, xc, corr in parts)
     return correlation_of(cov)
 
 

@@ -74,3 +74,43 @@ def test_pooled_head_of_a_one_channel_input_is_predicted(first: str) -> None:
         predicted = {e["name"]: e["var"] for e in report.to_dict()["layers"]}["logits"]
         measured = float(np.var(np.asarray(model(x, training=True))))
         assert abs(measured / predicted - 1.0) < 0.02, (seed, measured, predicted)
+
+
+def test_conv2d_cross_covariance_matches_monte_carlo() -> None:
+    rng = np.random.default_rng(2)
+    kernel = rng.standard_normal((3, 3, 2, 4)) / np.sqrt(18)
+    x = rng.standard_normal((4000, 20, 20, 2))
+    y = sum(
+        np.einsum("shwc,co->shwo", x[:, a : 18 + a, b : 18 + b], kernel[a, b])
+        for a in range(3) for b in range(3)
+    )  # 'valid' convolution, 18 x 18 outputs
+    cov = conv_xcov(None, None, np.ones(2), kernel, 1, 1, (20, 20), (18, 18))
+    k = (cov.shape[0] - 1) // 2
+    yc = y - y.mean()
+    for dh, dw in [(0, 0), (1, 0), (0, 1), (1, -1), (2, 2)]:
+        a = yc[:, : 18 - dh, max(0, -dw) : 18 - max(0, dw)].reshape(-1, 4)
+        b = yc[:, dh:, max(0, dw) : 18 + min(0, dw)].reshape(-1, 4)
+        np.testing.assert_allclose(cov[k + dh, k + dw], a.T @ b / len(a), atol=0.02)
+    # symmetry of the stationary cross-covariance: G[-d] = G[d]^T
+    np.testing.assert_allclose(cov[::-1, ::-1], np.swapaxes(cov, -1, -2), atol=1e-12)
+
+
+def _logit_ratio(model: keras.Model, x: np.ndarray, seed: int) -> float:
+    report = initialize(model, seed=seed)
+    predicted = {e["name"]: e["var"] for e in report.to_dict()["layers"]}["logits"]
+    return float(np.var(np.asarray(model(x, training=True)))) / predicted
+
+
+def test_pooled_head_of_an_image_is_predicted() -> None:
+    # A one-channel image: the first convolution's channels are functions of the same pixels,
+    # and neighbouring positions overlap, so the pooled channels are correlated in both ways.
+    # With channels taken as independent (images kept no correlation at all) three of these
+    # four seeds were 4-7% off; now all are within 2.1%.
+    x = np.random.default_rng(3).standard_normal((2048, 12, 12, 1)).astype("float32")
+    for seed in range(4):
+        inp = keras.Input((12, 12, 1))
+        h = L.Conv2D(16, 3, padding="same", activation="relu")(inp)
+        h = L.Conv2D(24, 3, activation="relu")(h)
+        h = L.GlobalAveragePooling2D()(h)
+        model = keras.Model(inp, L.Dense(10, name="logits")(h))
+        assert abs(_logit_ratio(model, x, seed) - 1.0) < 0.03, seed
