@@ -40,6 +40,7 @@ __all__ = [
     "effective_count",
     "combine_corr",
     "flat_cross_variance",
+    "max_lag",
 ]
 
 HERMITE_ORDER = 30
@@ -47,6 +48,15 @@ HERMITE_NODES = 96
 #: Correlations are kept up to this lag (beyond it they are taken as 0): it bounds the cost of
 #: every rule to O(length * MAX_LAG) per channel, whatever the sequence length.
 MAX_LAG = 32
+#: Sequences with few channels keep longer lags, up to ``LAG_BUDGET / channels^2`` (the cost of
+#: their cross-channel correlation): a flat vector laid out as a one-channel sequence keeps the
+#: correlation between all its positions.
+LAG_BUDGET = 4096
+
+
+def max_lag(channels: int) -> int:
+    """Largest lag kept for a sequence with this many channels."""
+    return max(MAX_LAG, LAG_BUDGET // max(int(channels), 1) ** 2)
 
 
 def _delta(length: int, channels: int) -> np.ndarray:
@@ -59,10 +69,11 @@ def _full(corr: np.ndarray | None, length: int, channels: int) -> np.ndarray:
     return _delta(length, channels) if corr is None else corr
 
 
-def fit_lags(corr: np.ndarray | None, length: int, channels: int) -> np.ndarray:
-    """``corr`` (``None``: independent) with exactly ``min(length, MAX_LAG + 1)`` lags: cut, or
-    padded with zero correlation."""
-    n = min(length, MAX_LAG + 1)
+def fit_lags(corr: np.ndarray | None, length: int, channels: int,
+             lag_channels: int | None = None) -> np.ndarray:
+    """``corr`` (``None``: independent) with exactly ``min(length, max_lag + 1)`` lags: cut, or
+    padded with zero correlation; ``max_lag`` of ``lag_channels`` (default: ``channels``)."""
+    n = min(length, max_lag(channels if lag_channels is None else lag_channels) + 1)
     corr = _delta(n, channels) if corr is None else corr[:n]
     if corr.shape[0] < n:
         corr = np.concatenate([corr, np.zeros((n - corr.shape[0], channels))], axis=0)
@@ -118,7 +129,8 @@ def conv_corr(
     """Output correlation ``(out_len, O)`` of a 1-D convolution and, per output channel, the
     variance the cross-position terms add to the independent-input rule (``sum_c sum_{m != 0}
     A[c, o, m] g_c(dilation * m)``)."""
-    gamma = _conv_autocov(corr, var_c, kernel, stride, dilation, min(out_len, MAX_LAG + 1))
+    gamma = _conv_autocov(corr, var_c, kernel, stride, dilation,
+                          min(out_len, max_lag(kernel.shape[2]) + 1))
     independent = np.einsum("jco,c->o", np.square(kernel), var_c)
     var0 = np.maximum(gamma[0], 1e-300)
     return gamma / var0[None, :], gamma[0] - independent
@@ -156,7 +168,8 @@ def function_corr(
     power = np.square(coeff)  # (C, N)
     total = power.sum(axis=1)
     n = np.arange(1, HERMITE_ORDER + 1)
-    series = np.einsum("cn,dcn->dc", power, np.power(corr[:, :, None], n[None, None, :]))
+    rho = np.clip(corr, -1.0, 1.0)[:, :, None]
+    series = np.einsum("cn,dcn->dc", power, np.power(rho, n[None, None, :]))
     out = np.where(total[None, :] > 0, series / np.maximum(total, 1e-300)[None, :], 0.0)
     out[0] = 1.0
     return out
@@ -169,7 +182,8 @@ def window_factor(corr: np.ndarray | None, size: int) -> np.ndarray | None:
         return None
     d = np.arange(1, min(size, corr.shape[0]))
     weights = (1.0 - d / size)[:, None]
-    return 1.0 + 2.0 * np.sum(weights * corr[d], axis=0)
+    # >= 0 for a true autocorrelation; kept positive when truncation or averaging bends it
+    return np.maximum(1.0 + 2.0 * np.sum(weights * corr[d], axis=0), 1.0 / size)
 
 
 def pool_corr(corr: np.ndarray | None, size: int, stride: int, out_len: int) -> np.ndarray | None:
@@ -177,12 +191,13 @@ def pool_corr(corr: np.ndarray | None, size: int, stride: int, out_len: int) -> 
     if corr is None:
         return None
     length = corr.shape[0]
-    lags = np.arange(min(out_len, MAX_LAG + 1))[:, None] * stride + np.arange(1 - size, size)
+    lags = (np.arange(min(out_len, max_lag(corr.shape[1]) + 1))[:, None] * stride
+            + np.arange(1 - size, size))
     weight = size - np.abs(np.arange(1 - size, size))  # pairs of window positions at offset m
     inside = np.abs(lags) < length
     gathered = corr[np.minimum(np.abs(lags), length - 1)] * inside[:, :, None]  # (D, 2s-1, C)
     gamma = np.einsum("dmc,m->dc", gathered, weight.astype(float))
-    return gamma / np.maximum(gamma[0], 1e-300)[None, :]
+    return np.clip(gamma / np.maximum(gamma[0], 1e-300)[None, :], -1.0, 1.0)
 
 
 def global_mean_var(var: np.ndarray, corr: np.ndarray | None) -> np.ndarray:

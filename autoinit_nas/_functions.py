@@ -297,6 +297,9 @@ def _fn_correlations(corr: np.ndarray | None, xcorr: np.ndarray | None, mean: An
     channels' one, so the Hermite series runs once."""
     if not shape or not _mixable(fn) or (corr is None and xcorr is None):
         return None, None
+    if len(shape) == 1 and corr is not None:  # a flat vector's positions in order, one channel
+        one = (np.atleast_1d(np.mean(mean)), np.atleast_1d(np.mean(var)))
+        return function_corr(corr, *one, fn), None
     mean_c = np.mean(np.broadcast_to(mean, shape).reshape(-1, shape[-1]), axis=0)
     var_c = np.mean(np.broadcast_to(var, shape).reshape(-1, shape[-1]), axis=0)
     out_x = function_xcorr(xcorr, mean_c, var_c, fn)

@@ -29,7 +29,13 @@ from autoinit_nas._linear import windows
 from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_iid
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
-from autoinit_nas._xcorr import global_mean_cov, global_pool_xcorr, rescale_xcorr
+from autoinit_nas._xcorr import (
+    flattened_corr,
+    global_mean_cov,
+    global_pool_xcorr,
+    rescale_xcorr,
+    sequence_xcorr,
+)
 
 __all__ = ["run_on_maps", "merge_signals"]
 
@@ -151,7 +157,8 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         var = np.concatenate([m.var for m in maps], axis=axis)
         corr = None
         if len(out_shape) == 2 and axis % 2 == 1 and any(m.corr is not None for m in maps):
-            corr = np.concatenate([fit_lags(m.corr, out_shape[0], m.shape[-1]) for m in maps],
+            corr = np.concatenate([fit_lags(m.corr, out_shape[0], m.shape[-1], out_shape[-1])
+                                   for m in maps],
                                   axis=1)
         return Estimate([Signal(mean, var, out_shape, corr=corr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
@@ -169,8 +176,10 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
     out = x.like(x.mean, second - x.mean**2)
     if x.corr is not None and out.is_map and not isinstance(layer, _SPATIAL_DROPOUT):
         # Independent masks add white noise: covariances between positions are unchanged.
-        before = np.mean(np.broadcast_to(x.var, x.shape), axis=0)
-        after = np.mean(np.broadcast_to(out.var, x.shape), axis=0)
+        # (a flat vector's correlation is over its positions in order: one channel)
+        shape = x.shape if len(x.shape) == 2 else (int(np.prod(x.shape)), 1)
+        before = _per_channel(np.broadcast_to(x.var, x.shape).reshape(shape), shape)
+        after = _per_channel(np.broadcast_to(out.var, x.shape).reshape(shape), shape)
         corr = x.corr * (before / np.maximum(after, 1e-300))[None, :]
         corr[0] = 1.0
         out = replace(out, corr=corr, xcorr=rescale_xcorr(x.xcorr, before, after))
@@ -217,10 +226,26 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     if not x.is_map and not changes_values:
         return Estimate([Signal(x.mean, x.var, out_shape, x.source)])
     out = run_on_maps(layer.call, x, out_shape)
-    if isinstance(layer, L.Flatten) and x.corr is not None and len(x.shape) == 2:
-        # A Dense layer reading the flat vector needs the positions' correlation.
-        out = replace(out, meta={"flat": (np.broadcast_to(x.var, x.shape), x.corr)})
+    if isinstance(layer, L.Flatten) and len(x.shape) == 2 and out.is_map:
+        var_map = np.broadcast_to(x.var, x.shape)
+        # the flat vector's positions in order, as a one-channel sequence would see them
+        out = replace(out, corr=flattened_corr(var_map, x.xcorr, x.corr))
+        if x.corr is not None:  # a Dense layer reading it needs the positions' correlation
+            out = replace(out, meta={"flat": (var_map, x.corr)})
+    elif _lays_out(x, out_shape):
+        corr = x.corr
+        if x.xcorr is not None:
+            corr = flattened_corr(np.broadcast_to(x.var, x.shape)[None], x.xcorr, None)
+        if corr is not None:
+            out = replace(out, corr=corr, xcorr=sequence_xcorr(corr))
     return Estimate([out])
+
+
+def _lays_out(x: Signal, out_shape: tuple[int, ...]) -> bool:
+    """A flat vector reshaped to a one-channel sequence of the same order (the search space's
+    ``as_seq``)."""
+    return (x.is_map and len(x.shape) == 1 and tuple(out_shape) == (x.shape[0], 1)
+            and (x.corr is not None or x.xcorr is not None))
 
 
 # ---------------------------------------------------------------- pooling

@@ -31,24 +31,26 @@ from collections.abc import Callable
 
 import numpy as np
 
-from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, MAX_LAG, _hermite_table
+from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, _hermite_table, max_lag
 
 __all__ = [
     "MAX_CHANNELS",
     "conv_xcov",
     "correlation_of",
     "dense_flat",
+    "flattened_corr",
     "function_xcorr",
     "global_mean_cov",
     "global_pool_xcorr",
     "per_channel_corr",
     "rescale_xcorr",
+    "sequence_xcorr",
     "sum_xcorr",
 ]
 
 #: Channel count above which cross-channel correlation is not tracked (cost ~ C^3 per layer).
 MAX_CHANNELS = 96
-#: Lags kept per spatial axis for images and volumes (sequences keep ``MAX_LAG``): the cost of a
+#: Lags kept per spatial axis for images and volumes (sequences: ``max_lag``): the cost of a
 #: convolution grows as ``(2 K + 1)^rank``, and the correlation of a 3x3 stack decays within a
 #: few positions.
 MAX_LAG_ND = 2
@@ -58,10 +60,10 @@ def _as_tuple(value: int | tuple[int, ...], rank: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * rank
 
 
-def _lags(spatial: int | tuple[int, ...]) -> tuple[int, ...]:
-    """Lags kept per axis for a map with these spatial sizes."""
+def _lags(spatial: int | tuple[int, ...], channels: int) -> tuple[int, ...]:
+    """Lags kept per axis for a map with these spatial sizes and channels."""
     sizes = _as_tuple(spatial, 1)
-    cap = MAX_LAG if len(sizes) == 1 else MAX_LAG_ND
+    cap = max_lag(channels) if len(sizes) == 1 else MAX_LAG_ND
     return tuple(int(min(max(n - 1, 0), cap)) for n in sizes)
 
 
@@ -82,8 +84,8 @@ def _covariance(xcorr: np.ndarray | None, corr: np.ndarray | None, var_c: np.nda
     """Cross-covariance ``(2K + 1, ..., C, C)`` at lags ``-K .. K`` per spatial axis of a map:
     from ``xcorr`` when known, else channels independent with their per-channel ``corr``
     (sequences) or white."""
-    ks = _lags(spatial)
     channels = len(var_c)
+    ks = _lags(spatial, channels)
     sd = np.sqrt(np.maximum(var_c, 0.0))
     rho = np.zeros(tuple(2 * k + 1 for k in ks) + (channels, channels))
     if xcorr is not None:
@@ -105,8 +107,12 @@ def _covariance(xcorr: np.ndarray | None, corr: np.ndarray | None, var_c: np.nda
 
 def correlation_of(cov: np.ndarray) -> np.ndarray:
     """Covariance (lags..., C, C) -> correlation, normalized by the lag-0 diagonal."""
-    sd = np.sqrt(np.maximum(np.diagonal(cov[_center(cov)]), 1e-300))
-    return _unit_diagonal(cov / (sd[:, None] * sd[None, :]))
+    var = np.diagonal(cov[_center(cov)])
+    live = var > 1e-12 * max(float(np.max(var, initial=0.0)), 1e-300)  # constant channels: 0
+    sd = np.where(live, np.sqrt(np.where(live, var, 1.0)), np.inf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rho = np.nan_to_num(cov / (sd[:, None] * sd[None, :]))
+    return _unit_diagonal(np.clip(rho, -1.0, 1.0))
 
 
 def per_channel_corr(xcorr: np.ndarray) -> np.ndarray:
@@ -153,7 +159,7 @@ def conv_xcov(
     dilations = np.asarray(_as_tuple(dilation, rank))
     g = _covariance(xcorr, corr, var_c, _as_tuple(in_size, rank))
     k_in = np.asarray(_center(g))
-    k_out = _lags(_as_tuple(out_size, rank))
+    k_out = _lags(_as_tuple(out_size, rank), outs)
     tap = np.stack(np.meshgrid(*[np.arange(n) for n in taps], indexing="ij"), -1).reshape(-1, rank)
     w = kernel.reshape(-1, channels, outs)
     lags_out = _grid(k_out)
@@ -261,3 +267,51 @@ def dense_flat(xcorr: np.ndarray, var: np.ndarray, kernel: np.ndarray
     out = kernel.T @ cov @ kernel
     independent = np.einsum("co,c->o", np.square(kernel), np.maximum(var, 0.0))
     return np.diagonal(out) - independent, correlation_of(out[None])
+
+
+def flattened_corr(var: np.ndarray, xcorr: np.ndarray | None, corr: np.ndarray | None
+                   ) -> np.ndarray | None:
+    """Correlation ``(D + 1, 1)`` between positions ``i`` and ``i + d`` of the one-channel
+    sequence that lays a ``(L, C)`` map out position by position, channels fastest (Flatten,
+    then Reshape to ``(L * C, 1)``); a flat vector is ``L = 1`` with its ``(1, C, C)`` xcorr.
+
+    ``corr[d] = sum_i Cov(i, i + d) / sum_i sd_i sd_(i + d)``, so that global pooling of the
+    sequence, which sums the covariance of all pairs, is exact. ``None`` when neither the
+    channels' nor the positions' correlation is known."""
+    length, channels = var.shape
+    if xcorr is None and corr is None:
+        return None
+    sd = np.sqrt(np.maximum(var, 0.0))
+    rho = _covariance(xcorr, corr, np.ones(channels), length) if xcorr is not None or \
+        channels <= MAX_CHANNELS else None
+    k = _center(rho)[0] if rho is not None else corr.shape[0] - 1
+    n = length * channels
+    top = min(n - 1, (k + 1) * channels - 1, max_lag(1))
+    pairs_dp = min(length - 1, k + 1) + 1
+    m = np.stack([sd[: length - dp].T @ sd[dp:] for dp in range(pairs_dp)])  # (dp, C, C)
+    c = np.arange(channels)[None, :]
+    total = c + np.arange(top + 1)[:, None]  # (D + 1, C): flat index offsets
+    dp, c2 = total // channels, total % channels
+    inside = dp < pairs_dp
+    pair_sd = np.where(inside, m[np.minimum(dp, pairs_dp - 1), c, c2], 0.0)
+    near = dp <= k
+    if rho is not None:
+        r = rho[k + np.minimum(dp, k), c, c2]
+    else:  # channels independent, each with its own correlation between positions
+        r = np.where(c2 == c, corr[np.minimum(dp, k), np.broadcast_to(c, dp.shape)], 0.0)
+    num = np.sum(np.where(near, r, 0.0) * pair_sd, axis=1)
+    den = np.sum(pair_sd, axis=1)
+    out = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
+    out[0] = 1.0
+    return out[:, None]
+
+
+def sequence_xcorr(corr: np.ndarray) -> np.ndarray:
+    """The ``(2D + 1, C, C)`` cross-correlation of channels that are independent of each other,
+    each with its correlation between positions ``corr`` ``(D + 1, C)``."""
+    lags, channels = corr.shape
+    out = np.zeros((2 * lags - 1, channels, channels))
+    idx = np.arange(channels)
+    out[lags - 1:, idx, idx] = corr
+    out[:lags, idx, idx] = corr[::-1]
+    return out

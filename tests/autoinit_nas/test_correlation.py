@@ -97,8 +97,8 @@ def test_depthwise_network_head_is_predicted_with_correlated_positions():
 
 def test_long_sequences_keep_a_bounded_number_of_lags():
     """A 9,000-step sequence flattened into a Dense layer: the correlation is kept up to
-    MAX_LAG lags, so memory stays O(length * MAX_LAG), not O(length^2)."""
-    from autoinit_nas._correlation import MAX_LAG
+    max_lag(channels) lags, so memory stays O(length * max_lag), not O(length^2)."""
+    from autoinit_nas._correlation import LAG_BUDGET, MAX_LAG, max_lag
 
     inp = keras.Input((9000, 4))
     x = L.Conv1D(8, 5, padding="same", name="conv")(inp)
@@ -110,4 +110,5 @@ def test_long_sequences_keep_a_bounded_number_of_lags():
     from autoinit_nas._correlation import conv_corr
 
     corr, _ = conv_corr(None, np.ones(4), np.ones((5, 4, 8)), 1, 1, 9000)
-    assert corr.shape == (MAX_LAG + 1, 8)
+    assert corr.shape == (max_lag(8) + 1, 8)
+    assert max_lag(8) == max(MAX_LAG, LAG_BUDGET // 64) < 9000

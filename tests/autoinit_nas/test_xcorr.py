@@ -114,3 +114,21 @@ def test_pooled_head_of_an_image_is_predicted() -> None:
         h = L.GlobalAveragePooling2D()(h)
         model = keras.Model(inp, L.Dense(10, name="logits")(h))
         assert abs(_logit_ratio(model, x, seed) - 1.0) < 0.03, seed
+
+
+def test_flattened_map_laid_out_as_a_sequence_keeps_its_correlation() -> None:
+    # The search space's as_seq: Flatten a (length, channels) map, then Reshape it to a
+    # one-channel sequence. Its positions are the map's channels side by side, all correlated;
+    # the global average of that sequence sums the covariance of every pair of them (taken as
+    # independent positions, the prediction was 85% off).
+    x = np.random.default_rng(5).standard_normal((4096, 40, 1)).astype("float32")
+    for seed in range(3):
+        inp = keras.Input((40, 1))
+        h = L.Activation("tanh")(L.Conv1D(8, 3)(inp))
+        h = L.Reshape((38 * 8, 1))(L.Flatten()(h))
+        out = L.GlobalAveragePooling1D(name="gap")(h)
+        model = keras.Model(inp, out)
+        report = initialize(model, seed=seed)
+        predicted = {e["name"]: e["var"] for e in report.to_dict()["layers"]}["gap"]
+        measured = float(np.var(np.asarray(model(x, training=True))))
+        assert abs(measured / predicted - 1.0) < 0.05, (seed, measured, predicted)
