@@ -17,6 +17,7 @@ __all__ = [
     "PiecewiseLinear",
     "gaussian_moments",
     "max_of_iid",
+    "max_of_groups",
     "clark_max",
     "standard_max_moments",
     "normal_pdf",
@@ -237,3 +238,44 @@ def clark_max(
     mean = m1 * cdf + m2 * cdf_neg + a * pdf
     second = (m1**2 + v1) * cdf + (m2**2 + v2) * cdf_neg + (m1 + m2) * a * pdf
     return mean, np.maximum(second - mean**2, 0.0)
+
+
+def max_of_groups(
+    fn: Callable[[np.ndarray], np.ndarray] | None,
+    mu: np.ndarray,
+    var: np.ndarray,
+    count: np.ndarray,
+    *,
+    nodes: int = 513,
+    grid: int = 2049,
+) -> tuple[np.ndarray, np.ndarray]:
+    """E[Y] and E[Y^2] per row for Y the max over independent values ``f(X_g)``, ``count[r, g]``
+    (any positive real) of them with ``X_g ~ N(mu[r, g], var[r, g])``: rows are channels, the
+    groups (positions of similar moments) need not be alike. ``P(Y <= t) = prod_g
+    P(f(X_g) <= t)^count_g`` on a common grid of ``t``; ``f`` need not be monotone."""
+    mu, var, count = (np.asarray(a, float) for a in np.broadcast_arrays(mu, var, count))
+    rows, groups = mu.shape
+    z = np.linspace(-HALF_WIDTH / 2, HALF_WIDTH / 2, nodes)  # +-6 sigma: tails below 1e-9
+    p = normal_pdf(z)
+    p /= p.sum()
+    x = mu[:, :, None] + np.sqrt(np.maximum(var, 0.0))[:, :, None] * z
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = np.nan_to_num(np.asarray(x if fn is None else fn(x), float))
+    order = np.argsort(y, axis=2, kind="stable")
+    ys = np.take_along_axis(y, order, axis=2)
+    cdf = np.cumsum(p[order], axis=2)
+    cdf = np.minimum(cdf / cdf[:, :, -1:], 1.0)
+    lo, hi = ys[:, :, 0].min(axis=1), ys[:, :, -1].max(axis=1)
+    t = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, grid)[None, :]  # (rows, grid)
+    log_f = np.zeros((rows, grid))
+    # each node's mass spreads over the cell up to the midpoint with the next sorted value
+    edges = 0.5 * (ys[:, :, 1:] + ys[:, :, :-1])
+    for r in range(rows):
+        for g in range(groups):  # P(f(X_g) <= t), piecewise linear between cell edges
+            at = np.interp(t[r], edges[r, g], cdf[r, g, :-1], left=0.0, right=1.0)
+            log_f[r] += count[r, g] * np.log(np.maximum(at, 1e-300))
+    f = np.exp(log_f)
+    f[:, -1] = 1.0
+    mass = np.diff(np.concatenate([np.zeros((rows, 1)), f], axis=1), axis=1)
+    mid = np.concatenate([t[:, :1], 0.5 * (t[:, 1:] + t[:, :-1])], axis=1)
+    return np.sum(mass * mid, axis=1), np.sum(mass * mid**2, axis=1)

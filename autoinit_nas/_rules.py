@@ -26,7 +26,7 @@ from autoinit_nas._functions import (
     piecewise_relu,
 )
 from autoinit_nas._linear import windows
-from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_iid
+from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_groups, max_of_iid
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
@@ -314,6 +314,41 @@ def _max_from(x: Signal, pre_mean: Any, pre_var: Any, count: Any, out_shape: tup
         Signal.scalar(float(np.mean(first)), float(np.mean(second - first**2)), out_shape)
 
 
+#: Groups of positions (by how high their values reach) for the maximum over uneven positions.
+_MAX_GROUPS = 16
+
+
+def _uneven(pm: np.ndarray, pv: np.ndarray) -> bool:
+    """Whether the positions (rows) of some channel differ enough in mean or spread that the
+    maximum over them is not that of alike values (1% of the channel's spread)."""
+    sd = np.sqrt(np.maximum(pv, 0.0))
+    scale = np.maximum(np.mean(sd, axis=0), 1e-12)
+    spread = np.ptp(pm, axis=0) + np.ptp(sd, axis=0)
+    return bool(np.any(spread > 0.01 * scale))
+
+
+def _max_of_uneven(x: Signal, pm: np.ndarray, pv: np.ndarray, count: Any,
+                   out_shape: tuple) -> Signal:
+    """Global max over positions (rows of ``pm``/``pv``, one column per channel) whose moments
+    differ: the positions of each channel, sorted by how high they reach (mean + 2.5 sd), form
+    up to ``_MAX_GROUPS`` groups; ``count`` effective draws are shared out in proportion."""
+    positions, channels = pm.shape
+    groups = min(positions, _MAX_GROUPS)
+    order = np.argsort(pm + 2.5 * np.sqrt(np.maximum(pv, 0.0)), axis=0, kind="stable")
+    bounds = np.linspace(0, positions, groups + 1).round().astype(int)
+    gm, gv, gn = (np.zeros((channels, groups)) for _ in range(3))
+    sorted_m = np.take_along_axis(pm, order, axis=0)
+    sorted_v = np.take_along_axis(pv, order, axis=0)
+    for g, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        gm[:, g] = sorted_m[a:b].mean(axis=0)
+        gv[:, g] = sorted_v[a:b].mean(axis=0)
+        gn[:, g] = b - a
+    gn = gn * (np.broadcast_to(np.asarray(count, float), (channels,)) / positions)[:, None]
+    fn = x.source.fn if x.source is not None else None
+    first, second = max_of_groups(fn, gm, gv, gn)
+    return x.like(first.reshape(out_shape), (second - first**2).reshape(out_shape), out_shape)
+
+
 def _pre(x: Signal) -> tuple[np.ndarray, np.ndarray]:
     if x.source is not None:
         return np.broadcast_to(x.source.mean, x.shape), np.broadcast_to(x.source.var, x.shape)
@@ -393,11 +428,16 @@ def _global_max(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         pv = x.source.var if x.source is not None else x.var
         return Estimate([_max_from(x, pm, pv, k, out_shape)])
     pm, pv = _pre(x)
-    pm = np.mean(pm, axis=axes).reshape(out_shape)
-    pv = np.mean(pv, axis=axes).reshape(out_shape)
+    count = k
     if x.corr is not None and len(x.shape) == 2 and axes == (0,):
-        k = effective_count(x.corr, k).reshape(out_shape)
-    out = _max_from(x, pm, pv, k, out_shape)
+        count = effective_count(x.corr, k).reshape(out_shape)
+    if axes == tuple(range(len(x.shape) - 1)) and len(out_shape) == 1 and \
+            _uneven(pm.reshape(k, -1), pv.reshape(k, -1)):
+        out = _max_of_uneven(x, pm.reshape(k, -1), pv.reshape(k, -1), count, out_shape)
+    else:
+        pm = np.mean(pm, axis=axes).reshape(out_shape)
+        pv = np.mean(pv, axis=axes).reshape(out_shape)
+        out = _max_from(x, pm, pv, count, out_shape)
     # the maxima of correlated channels: taken as correlated as the channels' means
     return Estimate([replace(out, xcorr=_pooled_xcorr(x, axes, out_shape))])
 

@@ -110,3 +110,23 @@ def test_parametric_activation_is_integrated_in_numpy_with_its_current_parameter
     ref = keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor(x, "float32")))
     np.testing.assert_allclose(fn(x), ref, rtol=1e-5, atol=1e-5)
     assert fn(np.array([1.0]))[0] == pytest.approx(1.0 / (1.0 + np.exp(-2.5)) + np.sin(1.0))
+
+
+def test_max_of_groups_matches_iid_closed_form_and_monte_carlo():
+    from autoinit_nas._moments import max_of_groups
+
+    # one group: the max of 4 i.i.d. N(0, 1), 2 + 2 split over two equal groups
+    for count in ([[4.0]], [[2.0, 2.0]]):
+        first, second = max_of_groups(None, np.zeros((1, len(count[0]))),
+                                      np.ones((1, len(count[0]))), np.array(count))
+        assert first[0] == pytest.approx(1.029375, abs=1e-4)
+        assert second[0] - first[0] ** 2 == pytest.approx(0.491715, abs=1e-4)
+    # uneven positions through tanh (10 + 3 + 2 values of different moments)
+    rng = np.random.default_rng(0)
+    mu, var, cnt = np.array([[0.0, 1.0, -0.5]]), np.array([[1.0, 0.2, 4.0]]), [10, 3, 2]
+    draws = np.concatenate([rng.normal(mu[0, g], np.sqrt(var[0, g]), (400_000, cnt[g]))
+                            for g in range(3)], axis=1)
+    mx = np.tanh(draws).max(axis=1)
+    first, second = max_of_groups(np.tanh, mu, var, np.array([cnt], float))
+    assert first[0] == pytest.approx(mx.mean(), abs=2e-3)
+    assert second[0] == pytest.approx(np.mean(mx**2), abs=2e-3)

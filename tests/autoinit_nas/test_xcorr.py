@@ -132,3 +132,19 @@ def test_flattened_map_laid_out_as_a_sequence_keeps_its_correlation() -> None:
         predicted = {e["name"]: e["var"] for e in report.to_dict()["layers"]}["gap"]
         measured = float(np.var(np.asarray(model(x, training=True))))
         assert abs(measured / predicted - 1.0) < 0.05, (seed, measured, predicted)
+
+
+def test_global_max_over_uneven_positions_is_predicted() -> None:
+    # After as_seq the positions of one channel are the channels of the layer before, each with
+    # its own realized variance: the maximum is set by the widest of them, not by the average.
+    x = np.random.default_rng(6).standard_normal((4096, 40, 1)).astype("float32")
+    for seed in range(3):
+        inp = keras.Input((40, 1))
+        h = L.Activation("relu")(L.Conv1D(16, 5, strides=2)(inp))
+        h = L.Reshape((18 * 16, 1))(L.Flatten()(h))
+        model = keras.Model(inp, L.GlobalMaxPooling1D(name="gmp")(h))
+        report = initialize(model, seed=seed)
+        entry = {e["name"]: e for e in report.to_dict()["layers"]}["gmp"]
+        y = np.asarray(model(x, training=True))
+        assert abs(float(np.mean(y)) / entry["mean"] - 1.0) < 0.05, seed
+        assert abs(float(np.var(y)) / entry["var"] - 1.0) < 0.1, seed
