@@ -160,8 +160,17 @@ def conv_xcov(
     g = _covariance(xcorr, corr, var_c, _as_tuple(in_size, rank))
     k_in = np.asarray(_center(g))
     k_out = _lags(_as_tuple(out_size, rank), outs)
-    tap = np.stack(np.meshgrid(*[np.arange(n) for n in taps], indexing="ij"), -1).reshape(-1, rank)
     w = kernel.reshape(-1, channels, outs)
+    if len(w) == 1:  # 1x1: G_out[d] = W^T G[s d] W, lags beyond the input's are 0
+        sel = tuple(k + s * np.arange(-ko, ko + 1) for k, s, ko in zip(k_in, strides, k_out,
+                                                                        strict=True))
+        inside = [np.abs(a - k) <= k for a, k in zip(sel, k_in, strict=True)]
+        picked = g[np.ix_(*[np.clip(a, 0, 2 * k) for a, k in zip(sel, k_in, strict=True)])]
+        mask = np.ones(picked.shape[:rank], bool)
+        for axis, ok in enumerate(inside):
+            mask &= np.expand_dims(ok, tuple(i for i in range(rank) if i != axis))
+        return (w[0].T @ (picked * mask[..., None, None]) @ w[0])
+    tap = np.stack(np.meshgrid(*[np.arange(n) for n in taps], indexing="ij"), -1).reshape(-1, rank)
     lags_out = _grid(k_out)
     half = lags_out[len(lags_out) // 2:]
     # G_out[-d] = sum_{j, j'} W[j']^T G[dil j - s d - dil j']^T... written with e = s d + dil j':

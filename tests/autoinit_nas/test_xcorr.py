@@ -150,3 +150,19 @@ def test_global_max_over_uneven_positions_is_predicted() -> None:
         y = np.asarray(model(x, training=True))
         assert abs(float(np.mean(y)) / entry["mean"] - 1.0) < 0.05, seed
         assert abs(float(np.var(y)) / entry["var"] - 1.0) < 0.25, seed
+
+
+@pytest.mark.parametrize("rank, stride", [(1, 1), (1, 2), (2, 1), (2, 2)])
+def test_pointwise_convolution_shortcut_equals_the_general_rule(rank: int, stride: int) -> None:
+    # a 1x1 kernel maps each lag on its own (W^T G[s d] W); the same kernel padded with a zero
+    # tap goes through the general two-stage rule
+    rng = np.random.default_rng(7)
+    size = (40,) if rank == 1 else (8, 8)
+    out = tuple(n // stride for n in size)
+    first = rng.standard_normal((3,) * rank + (5, 5))
+    xc = correlation_of(conv_xcov(None, None, np.ones(5), first, 1, 1, size, size))
+    w = rng.standard_normal((1,) * rank + (5, 7))
+    padded = np.concatenate([w, np.zeros_like(w)], axis=0)
+    np.testing.assert_allclose(conv_xcov(xc, None, np.ones(5), w, stride, 1, size, out),
+                               conv_xcov(xc, None, np.ones(5), padded, stride, 1, size, out),
+                               atol=1e-12)
