@@ -130,8 +130,11 @@ def _correlate(
         return pre, plan, std
     kernel = kernel_nd(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
     kernel = kernel.reshape((1,) * (rank + 2 - kernel.ndim) + kernel.shape)
-    if kernel.ndim != rank + 2 or (rank > 1 and max(kernel.shape[-2:]) > MAX_CHANNELS):
-        return pre, plan, std  # images with many channels: not tracked (sequences: positions)
+    if kernel.ndim != rank + 2 or (rank > 1 and (max(kernel.shape[-2:]) > MAX_CHANNELS
+                                                 or x.xcorr is None)):
+        # images with many channels, or whose correlation a layer dropped: not tracked
+        # (sequences keep at least the correlation between positions)
+        return pre, plan, std
     var_c = _channel_mean(x.var, x.shape)
     cov = conv_xcov(x.xcorr, x.corr, var_c, kernel, stride, dilation, x.shape[:-1],
                     pre.shape[:-1])

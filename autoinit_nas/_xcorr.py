@@ -46,6 +46,7 @@ __all__ = [
     "rescale_xcorr",
     "sequence_xcorr",
     "sum_xcorr",
+    "white_xcorr",
 ]
 
 #: Channel count above which cross-channel correlation is not tracked (cost ~ C^3 per layer).
@@ -263,6 +264,8 @@ def sum_xcorr(parts: list[tuple[float, np.ndarray, np.ndarray | None, np.ndarray
     given as ``(c_i, var_c, xcorr, corr)``; ``None`` when no part tracks it."""
     if all(xc is None for _, _, xc, _ in parts) or len(parts[0][1]) > MAX_CHANNELS:
         return None
+    if len(spatial) > 1 and any(xc is None for _, _, xc, _ in parts):
+        return None  # an image part of unknown correlation (see white_xcorr)
     cov = sum(c * c * _covariance(xc, corr, var_c, spatial) for c, var_c, xc, corr in parts)
     return correlation_of(cov)
 
@@ -324,3 +327,13 @@ def sequence_xcorr(corr: np.ndarray) -> np.ndarray:
     out[lags - 1:, idx, idx] = corr
     out[:lags, idx, idx] = corr[::-1]
     return out
+
+
+def white_xcorr(shape: tuple[int, ...]) -> np.ndarray | None:
+    """The correlation of a map of independent elements (a model input) for images and
+    volumes within the channel budget; ``None`` otherwise. For them ``None`` means *unknown*
+    (a layer dropped it), and convolutions of such maps do not track it."""
+    if len(shape) < 3 or shape[-1] > MAX_CHANNELS:
+        return None
+    rho = np.zeros((1,) * (len(shape) - 1) + (shape[-1], shape[-1]))
+    return _unit_diagonal(rho)

@@ -15,6 +15,7 @@ import autoinit_nas._rules  # noqa: F401
 from autoinit_nas._context import Context, Estimate, Options
 from autoinit_nas._signal import Signal
 from autoinit_nas._walk import estimate_handler, graph_of, walk
+from autoinit_nas._xcorr import white_xcorr
 from autoinit_nas.report import LayerSignal, SignalReport
 
 __all__ = ["AutoInit", "initialize", "predict_signal"]
@@ -37,7 +38,8 @@ def _input_signals(graph: Any, options: Options) -> list[Signal]:
     for tensor, m, v in zip(graph.inputs, means, variances, strict=True):
         shape = tuple(tensor.shape[1:])
         if options.mode == "realized" and all(d is not None for d in shape):
-            signals.append(Signal(np.full(shape, m), np.full(shape, v), shape))
+            signals.append(Signal(np.full(shape, m), np.full(shape, v), shape,
+                                  xcorr=white_xcorr(shape)))
         else:  # unknown dimensions: scalar moments (expected rules) for this input
             signals.append(Signal.scalar(m, v, tuple(d or 1 for d in shape)))
     return signals
