@@ -30,6 +30,7 @@ from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_groups, max
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
+    concat_xcorr,
     flattened_corr,
     global_mean_cov,
     global_pool_xcorr,
@@ -160,7 +161,12 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
             corr = np.concatenate([fit_lags(m.corr, out_shape[0], m.shape[-1], out_shape[-1])
                                    for m in maps],
                                   axis=1)
-        return Estimate([Signal(mean, var, out_shape, corr=corr)])
+        xcorr = None
+        if axis % len(out_shape) == len(out_shape) - 1 and any(m.xcorr is not None for m in maps):
+            # channels side by side: each part's own correlation, the parts independent
+            xcorr = concat_xcorr([(_per_channel(m.var, m.shape), m.xcorr, m.corr) for m in maps],
+                                 tuple(out_shape[:-1]) or (1,))
+        return Estimate([Signal(mean, var, out_shape, corr=corr, xcorr=xcorr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
     mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs, strict=True)))

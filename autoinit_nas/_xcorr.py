@@ -35,6 +35,7 @@ from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, _hermite_tab
 
 __all__ = [
     "MAX_CHANNELS",
+    "concat_xcorr",
     "conv_xcov",
     "correlation_of",
     "dense_flat",
@@ -337,3 +338,26 @@ def white_xcorr(shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     rho = np.zeros((1,) * (len(shape) - 1) + (shape[-1], shape[-1]))
     return _unit_diagonal(rho)
+
+
+def concat_xcorr(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]],
+                 spatial: tuple[int, ...]) -> np.ndarray | None:
+    """Correlation of maps concatenated along the channels, each given as ``(var_c, xcorr,
+    corr)``: block diagonal (parts taken as independent of each other); ``None`` over the
+    channel budget, or for images with a part of unknown correlation."""
+    channels = sum(len(v) for v, _, _ in parts)
+    if channels > MAX_CHANNELS or (len(spatial) > 1 and any(x is None for _, x, _ in parts)):
+        return None
+    ks = _lags(spatial, channels)
+    cov = np.zeros(tuple(2 * k + 1 for k in ks) + (channels, channels))
+    start = 0
+    for var_c, xc, corr in parts:
+        n = len(var_c)
+        block = _covariance(xc, corr, var_c, spatial)
+        have = _center(block)
+        m = [min(k, h) for k, h in zip(ks, have, strict=True)]
+        dst = tuple(slice(k - mm, k + mm + 1) for k, mm in zip(ks, m, strict=True))
+        src = tuple(slice(h - mm, h + mm + 1) for h, mm in zip(have, m, strict=True))
+        cov[(*dst, slice(start, start + n), slice(start, start + n))] = block[src]
+        start += n
+    return correlation_of(cov)
