@@ -18,8 +18,8 @@ and ``p + d`` (``corr[0] = 1``; ``None`` means independent positions):
 * pooling and global pooling sum the autocovariance over their window, and global max pooling
   takes the maximum over the effective number of independent positions.
 
-Padding borders are treated as if the sequence were stationary. Images and higher-rank maps keep
-the independence rule.
+Padding borders are treated as if the sequence were stationary. Images keep their correlation
+between positions and channels in ``Signal.xcorr`` only (``_xcorr.py``).
 """
 
 from __future__ import annotations

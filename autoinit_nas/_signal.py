@@ -48,9 +48,9 @@ class Signal:
     #: For sequence maps ``(length, channels)``: correlation between positions ``p`` and
     #: ``p + d`` per channel, ``corr[d, c]`` (``_correlation.py``); None: independent positions.
     corr: np.ndarray | None = None
-    #: Sequences ``(length, C)`` and flat vectors ``(C,)`` in realized mode: correlation between
-    #: channels, ``xcorr[K + d, c, c']`` for lags ``-K .. K`` (``_xcorr.py``); None: channels
-    #: independent.
+    #: Realized mode, channels-last maps (sequences, images, flat vectors): correlation between
+    #: channels, ``xcorr[K + d, c, c']`` for offsets ``-K .. K`` per spatial axis
+    #: (``_xcorr.py``); None: channels independent (sequences, flat vectors) or unknown (images).
     xcorr: np.ndarray | None = None
 
     @staticmethod

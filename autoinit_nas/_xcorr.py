@@ -1,28 +1,35 @@
-"""Correlation between the channels of a sequence or a flat vector (realized mode).
+"""Correlation between the channels of a map (realized mode): sequences, images, flat vectors.
 
 ``_correlation.py`` keeps, per channel, the correlation between positions of a sequence, and
 treats different channels as independent. They are not: every output channel of a convolution
 or a Dense layer reads the same inputs, so two channels are correlated through their kernels
 (with a one-channel input, as on MNIST-1D, the first layer's channels are all functions of the
-same numbers). A global pooling then averages channels that move together, and the classifier's
-realized variance ``w^T C w`` depends on the whole channel covariance ``C``, not only on its
-diagonal. This module keeps the full stationary cross-covariance of a sequence map
-``(length, C)``, as a correlation ``xcorr[K + d, c, c'] = Corr(x_c(p), x_c'(p + d))`` for lags
-``-K .. K``, and of a flat vector ``(C,)`` as ``xcorr[0, c, c']``:
+same numbers), and neighbouring positions share inputs. The next layer's realized variance
+``sum W_j^T G[j' - j] W_j'`` depends on all of it, and so does a pooled head's ``w^T C w``.
+This module keeps the stationary cross-covariance of a channels-last map as a correlation
+``xcorr[K + d, c, c'] = Corr(x_c(p), x_c'(p + d))`` for offsets ``d`` in ``-K .. K`` per
+spatial axis (``(2K + 1, ..., C, C)``; a flat vector ``(C,)`` has ``(1, C, C)``):
 
-* a convolution (or a Dense layer on a sequence: one tap) maps the input cross-covariance
-  through its kernel exactly, ``G_out[d, o, o'] = sum_{j, c, j', c'} W[j, c, o] W[j', c', o']
-  G_in[s d + dil (j' - j), c, c']`` (two matrix products per tap);
+* a convolution (or a Dense layer: one tap) maps the input cross-covariance through its kernel
+  exactly, ``G_out[d] = sum_{j, j'} W[j]^T G_in[s d + dil (j' - j)] W[j']`` (two matrix
+  products per tap, half the offsets computed: ``G[-d] = G[d]^T``);
 * an elementwise function of Gaussian channels maps each pair by Mehler's expansion,
   ``Cov(f(X_c), f(X_c')) = sum_n a_n(c) a_n(c') rho^n`` with ``a_n(c)`` the normalized Hermite
   coefficients of ``f`` at channel ``c``'s moments;
-* global average pooling sums the cross-covariance over lags with triangular weights; global
+* Add sums the parts' covariances (parts independent), Concatenate places them block by block,
+  Dropout adds white noise, BatchNormalization keeps it;
+* global average pooling sums the cross-covariance over offsets with triangular weights; global
   max pooling keeps the channels' correlation from it (an approximation);
 * a Dense layer on a flat vector adds ``w^T C w - sum_c w_c^2 C_cc`` to each unit's variance
-  and passes on ``W^T C W``.
+  and passes on ``W^T C W``;
+* a flat vector laid out as a one-channel sequence (Flatten or Dense, then Reshape to
+  ``(n, 1)``) gets the correlation between all its positions (``flattened_corr``).
 
-Other layers drop the structure (``None``), and the per-channel rules apply as before. The
-cost grows as channels cubed, so maps with more than ``MAX_CHANNELS`` channels are not tracked.
+Sequences keep up to ``max_lag(C)`` offsets, images ``MAX_LAG_ND`` per axis. Model inputs are
+white (``white_xcorr``). For images ``None`` means unknown (a layer dropped it) and is not
+tracked further; for sequences it means independent channels. Other layers drop the structure,
+and the per-channel rules apply as before. The cost grows as channels cubed, so maps with more
+than ``MAX_CHANNELS`` channels are not tracked.
 """
 
 from __future__ import annotations
