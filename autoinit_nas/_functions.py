@@ -18,7 +18,7 @@ from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._signal import Signal, Source
-from autoinit_nas._xcorr import function_xcorr, per_channel_corr, sum_xcorr
+from autoinit_nas._xcorr import channel_mean, function_xcorr, per_channel_corr, sum_xcorr
 
 __all__ = [
     "as_numpy_fn",
@@ -278,7 +278,7 @@ def linear_combination(
                       tuple(out_shape), mixture=mixture)
     corr = xcorr = None
     if all(np.shape(x.var) == tuple(out_shape) for x in parts):
-        var_cs = [np.mean(x.var.reshape(-1, out_shape[-1]), axis=0) for x in parts]
+        var_cs = [channel_mean(x.var, tuple(out_shape)) for x in parts]
         if len(out_shape) == 2:
             corr = combine_corr([(c, v, x.corr) for c, v, x in zip(cs, var_cs, parts,
                                                                    strict=True)], out_shape[0])
@@ -300,8 +300,7 @@ def _fn_correlations(corr: np.ndarray | None, xcorr: np.ndarray | None, mean: An
     if len(shape) == 1 and corr is not None:  # a flat vector's positions in order, one channel
         one = (np.atleast_1d(np.mean(mean)), np.atleast_1d(np.mean(var)))
         return function_corr(corr, *one, fn), None
-    mean_c = np.mean(np.broadcast_to(mean, shape).reshape(-1, shape[-1]), axis=0)
-    var_c = np.mean(np.broadcast_to(var, shape).reshape(-1, shape[-1]), axis=0)
+    mean_c, var_c = channel_mean(mean, shape), channel_mean(var, shape)
     out_x = function_xcorr(xcorr, mean_c, var_c, fn)
     if len(shape) != 2 or corr is None:
         return None, out_x

@@ -23,6 +23,7 @@ from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import (
     MAX_CHANNELS,
+    channel_mean,
     conv_xcov,
     correlation_of,
     dense_flat,
@@ -135,7 +136,7 @@ def _correlate(
         # images with many channels, or whose correlation a layer dropped: not tracked
         # (sequences keep at least the correlation between positions)
         return pre, plan, std
-    var_c = _channel_mean(x.var, x.shape)
+    var_c = channel_mean(x.var, x.shape)
     cov = conv_xcov(x.xcorr, x.corr, var_c, kernel, stride, dilation, x.shape[:-1],
                     pre.shape[:-1])
     if cov is None:  # too many channels: positions only
@@ -148,11 +149,6 @@ def _correlate(
     lag0 = cov[tuple((n - 1) // 2 for n in cov.shape[:-2])]
     return _add_variance(pre, np.diagonal(lag0) - independent, plan, std, ctx, kernel_var,
                          corr, bias_var, xcorr)
-
-
-def _channel_mean(var: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Per-channel mean of a (broadcastable) map over its spatial axes."""
-    return np.mean(np.broadcast_to(var, shape).reshape(-1, shape[-1]), axis=0)
 
 
 def _as_int(value: int | tuple[int, ...]) -> int:

@@ -30,6 +30,7 @@ from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_groups, max
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
+    channel_mean,
     concat_xcorr,
     flattened_corr,
     global_mean_cov,
@@ -164,7 +165,7 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         xcorr = None
         if axis % len(out_shape) == len(out_shape) - 1 and any(m.xcorr is not None for m in maps):
             # channels side by side: each part's own correlation, the parts independent
-            xcorr = concat_xcorr([(_per_channel(m.var, m.shape), m.xcorr, m.corr) for m in maps],
+            xcorr = concat_xcorr([(channel_mean(m.var, m.shape), m.xcorr, m.corr) for m in maps],
                                  tuple(out_shape[:-1]) or (1,))
         return Estimate([Signal(mean, var, out_shape, corr=corr, xcorr=xcorr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
@@ -184,13 +185,13 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
         # Independent masks add white noise: covariances between positions are unchanged.
         # (a flat vector's correlation is over its positions in order: one channel)
         shape = x.shape if len(x.shape) == 2 else (int(np.prod(x.shape)), 1)
-        before = _per_channel(np.broadcast_to(x.var, x.shape).reshape(shape), shape)
-        after = _per_channel(np.broadcast_to(out.var, x.shape).reshape(shape), shape)
+        before = channel_mean(np.broadcast_to(x.var, x.shape).reshape(shape), shape)
+        after = channel_mean(np.broadcast_to(out.var, x.shape).reshape(shape), shape)
         corr = x.corr * (before / np.maximum(after, 1e-300))[None, :]
         corr[0] = 1.0
         out = replace(out, corr=corr, xcorr=rescale_xcorr(x.xcorr, before, after))
     elif x.xcorr is not None and out.is_map and not isinstance(layer, _SPATIAL_DROPOUT):
-        before, after = _per_channel(x.var, x.shape), _per_channel(out.var, x.shape)
+        before, after = channel_mean(x.var, x.shape), channel_mean(out.var, x.shape)
         out = replace(out, xcorr=rescale_xcorr(x.xcorr, before, after))
     return Estimate([out])
 
@@ -399,16 +400,11 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     if x.corr is not None and len(x.shape) == 2 and axes == (0,):
         var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)
     elif _pools_all(x, axes, out_shape):  # images: from the channels' cross-covariance
-        cov = global_mean_cov(x.xcorr, _per_channel(x.var, x.shape), x.shape[:-1])
+        cov = global_mean_cov(x.xcorr, channel_mean(x.var, x.shape), x.shape[:-1])
         var = np.diagonal(cov).reshape(out_shape)
     else:
         var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
     return Estimate([Signal(mean, var, out_shape, xcorr=_pooled_xcorr(x, axes, out_shape))])
-
-
-def _per_channel(var: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Per-channel mean of a (broadcastable) variance map over its spatial axes."""
-    return np.mean(np.broadcast_to(var, shape).reshape(-1, shape[-1]), axis=0)
 
 
 def _pools_all(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
@@ -421,7 +417,7 @@ def _pooled_xcorr(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) 
     """Correlation between the pooled channels of a map (None when not tracked)."""
     if not _pools_all(x, axes, out_shape):
         return None
-    return global_pool_xcorr(x.xcorr, _per_channel(x.var, x.shape), x.shape[:-1])
+    return global_pool_xcorr(x.xcorr, channel_mean(x.var, x.shape), x.shape[:-1])
 
 
 @register_estimator(*_GMAX)

@@ -42,6 +42,7 @@ from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, _hermite_tab
 
 __all__ = [
     "MAX_CHANNELS",
+    "channel_mean",
     "concat_xcorr",
     "conv_xcov",
     "correlation_of",
@@ -63,6 +64,12 @@ MAX_CHANNELS = 96
 #: convolution grows as ``(2 K + 1)^rank``, and the correlation of a 3x3 stack decays within a
 #: few positions.
 MAX_LAG_ND = 2
+
+
+def channel_mean(values: object, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-channel mean of a (broadcastable) map of a channels-last ``shape`` over its spatial
+    axes."""
+    return np.mean(np.broadcast_to(values, shape).reshape(-1, shape[-1]), axis=0)
 
 
 def _as_tuple(value: int | tuple[int, ...], rank: int) -> tuple[int, ...]:
