@@ -286,13 +286,16 @@ def sum_xcorr(parts: list[tuple[float, np.ndarray, np.ndarray | None, np.ndarray
 
 
 def dense_flat(xcorr: np.ndarray, var: np.ndarray, kernel: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray | None]:
     """Dense on a flat vector with correlation ``xcorr`` (1, C, C) and variances ``var`` (C,):
-    per unit, the variance the cross terms add, and the output correlation (1, O, O)."""
+    per unit, the variance the cross terms add, and the output correlation (1, O, O) (``None``
+    for more than ``MAX_CHANNELS`` units)."""
     sd = np.sqrt(np.maximum(var, 0.0))
     cov = xcorr[0] * sd[:, None] * sd[None, :]
-    out = kernel.T @ cov @ kernel
     independent = np.einsum("co,c->o", np.square(kernel), np.maximum(var, 0.0))
+    if kernel.shape[1] > MAX_CHANNELS:  # per unit only: w_o^T C w_o, no O x O matrix
+        return np.einsum("co,cC,Co->o", kernel, cov, kernel, optimize=True) - independent, None
+    out = kernel.T @ cov @ kernel
     return np.diagonal(out) - independent, correlation_of(out[None])
 
 
@@ -309,23 +312,34 @@ def flattened_corr(var: np.ndarray, xcorr: np.ndarray | None, corr: np.ndarray |
     if xcorr is None and corr is None:
         return None
     sd = np.sqrt(np.maximum(var, 0.0))
-    rho = _covariance(xcorr, corr, np.ones(channels), length) if xcorr is not None or \
-        channels <= MAX_CHANNELS else None
-    k = _center(rho)[0] if rho is not None else corr.shape[0] - 1
     n = length * channels
+    if xcorr is None and channels > MAX_CHANNELS:
+        # channels independent: only offsets of whole positions (d C) are correlated
+        out = np.zeros(min(n - 1, corr.shape[0] * channels - 1, max_lag(1)) + 1)
+        for d in range(1, min(corr.shape[0] - 1, length - 1, (len(out) - 1) // channels) + 1):
+            pairs = np.sum(sd[: length - d] * sd[d:], axis=0)  # (C,)
+            out[d * channels] = np.sum(corr[d] * pairs) / max(float(np.sum(pairs)), 1e-300)
+        out[0] = 1.0
+        return out[:, None]
+    rho = _covariance(xcorr, corr, np.ones(channels), length)
+    k = _center(rho)[0]
     top = min(n - 1, (k + 1) * channels - 1, max_lag(1))
     pairs_dp = min(length - 1, k + 1) + 1
-    m = np.stack([sd[: length - dp].T @ sd[dp:] for dp in range(pairs_dp)])  # (dp, C, C)
+    # m[dp, c, c'] = sum_p sd[p, c] sd[p + dp, c']: one product per offset, or by FFT when the
+    # offsets are many (a long one-channel sequence keeps thousands)
+    if pairs_dp <= 64:
+        m = np.stack([sd[: length - dp].T @ sd[dp:] for dp in range(pairs_dp)])
+    else:
+        spec = np.fft.rfft(sd, n=2 * length, axis=0)
+        m = np.fft.irfft(np.conj(spec)[:, :, None] * spec[:, None, :], n=2 * length,
+                         axis=0)[:pairs_dp]
     c = np.arange(channels)[None, :]
     total = c + np.arange(top + 1)[:, None]  # (D + 1, C): flat index offsets
     dp, c2 = total // channels, total % channels
     inside = dp < pairs_dp
     pair_sd = np.where(inside, m[np.minimum(dp, pairs_dp - 1), c, c2], 0.0)
     near = dp <= k
-    if rho is not None:
-        r = rho[k + np.minimum(dp, k), c, c2]
-    else:  # channels independent, each with its own correlation between positions
-        r = np.where(c2 == c, corr[np.minimum(dp, k), np.broadcast_to(c, dp.shape)], 0.0)
+    r = rho[k + np.minimum(dp, k), c, c2]
     num = np.sum(np.where(near, r, 0.0) * pair_sd, axis=1)
     den = np.sum(pair_sd, axis=1)
     out = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)

@@ -184,3 +184,40 @@ def test_concatenated_branches_keep_their_channel_correlation() -> None:
         predicted = {e["name"]: e["var"] for e in report.to_dict()["layers"]}["logits"]
         ratios.append(float(np.var(np.asarray(model(xs, training=True)))) / predicted)
     assert max(abs(r - 1.0) for r in ratios) < 0.02, ratios
+
+
+def test_wide_dense_on_a_correlated_vector_adds_per_unit_terms_without_the_full_matrix() -> None:
+    # a Dense layer of more than MAX_CHANNELS units gets w_o^T C w_o per unit; its output
+    # correlation (units x units) is not formed (a 3-feature vector into 15,000 units took 6 GB)
+    from autoinit_nas._xcorr import MAX_CHANNELS, dense_flat
+
+    rng = np.random.default_rng(9)
+    rho = np.array([[1.0, 0.6, -0.2], [0.6, 1.0, 0.3], [-0.2, 0.3, 1.0]])
+    var = np.array([1.0, 2.0, 0.5])
+    kernel = rng.standard_normal((3, MAX_CHANNELS + 1))
+    extra, xcorr = dense_flat(rho[None], var, kernel)
+    cov = rho * np.sqrt(var)[:, None] * np.sqrt(var)[None, :]
+    expected = np.diagonal(kernel.T @ cov @ kernel) - (kernel**2).T @ var
+    np.testing.assert_allclose(extra, expected, rtol=1e-12, atol=1e-12)
+    assert xcorr is None
+    _, small = dense_flat(rho[None], var, kernel[:, :MAX_CHANNELS])
+    assert small.shape == (1, MAX_CHANNELS, MAX_CHANNELS)
+
+
+def test_flattened_correlation_of_many_independent_channels_matches_the_general_rule() -> None:
+    # over the channel budget only whole-position offsets (multiples of C) carry correlation;
+    # the shortcut equals the general rule given the same (diagonal) correlation
+    import autoinit_nas._xcorr as xc
+
+    rng = np.random.default_rng(10)
+    var = rng.uniform(0.5, 2.0, (30, 40))
+    corr = np.exp(-np.arange(20)[:, None] / rng.uniform(1.0, 4.0, 40))
+    general = xc.flattened_corr(var, xc.sequence_xcorr(corr), None)
+    budget = xc.MAX_CHANNELS
+    try:
+        xc.MAX_CHANNELS = 10  # 40 channels now count as many
+        shortcut = xc.flattened_corr(var, None, corr)
+    finally:
+        xc.MAX_CHANNELS = budget
+    n = len(shortcut)
+    np.testing.assert_allclose(shortcut[:, 0], general[:n, 0], atol=1e-12)
