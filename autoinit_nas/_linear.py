@@ -27,6 +27,7 @@ from autoinit_nas._xcorr import (
     conv_xcov,
     correlation_of,
     dense_flat,
+    lag_zero,
     per_channel_corr,
 )
 from autoinit_nas.errors import SignalError
@@ -146,8 +147,7 @@ def _correlate(
     independent = var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
     xcorr = correlation_of(cov)
     corr = per_channel_corr(xcorr) if rank == 1 else None
-    lag0 = cov[tuple((n - 1) // 2 for n in cov.shape[:-2])]
-    return _add_variance(pre, np.diagonal(lag0) - independent, plan, std, ctx, kernel_var,
+    return _add_variance(pre, np.diagonal(lag_zero(cov)) - independent, plan, std, ctx, kernel_var,
                          corr, bias_var, xcorr)
 
 

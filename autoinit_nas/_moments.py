@@ -194,11 +194,11 @@ def max_of_iid(
     With ``fn=None`` (f is the identity) the closed form through ``standard_max_moments`` is
     used. A nondecreasing f (relu, tanh, ...) is integrated against the max of k Gaussians
     (cdf Phi^k) on 513 nodes, down to 129 for maps of many distinct elements (which share one
-    integral when their moments agree to 1e-4 of the map's scale, 1e-3 beyond MAX_ROWS). Otherwise the distribution of f(X) is discretized on a fine grid,
-    sorted, and the max's distribution is F^k: exact for any f, monotone or not (swish, gelu,
-    ...). That grid has 2049 nodes, fewer (down to 513) when a map has many distinct elements;
-    the error of the variance falls as 1/nodes^2: about 2e-5 relative at 2049 nodes, 3e-4 at
-    513.
+    integral when their moments agree to 1e-4 of the map's scale, 1e-3 beyond MAX_ROWS).
+    Otherwise the distribution of f(X) is discretized on a fine grid, sorted, and the max's
+    distribution is F^k: exact for any f, monotone or not (swish, gelu, ...). That grid has 2049
+    nodes, fewer (down to 513) when a map has many distinct elements; the error of the variance
+    falls as 1/nodes^2: about 2e-5 relative at 2049 nodes, 3e-4 at 513.
     """
     mu, var, k = np.broadcast_arrays(np.asarray(mu, float), np.asarray(var, float), np.asarray(k))
     shape = mu.shape
@@ -255,17 +255,22 @@ def max_of_iid(
     if nodes is None:
         nodes = int(np.clip(MAX_BUDGET // 4 // len(uniq), 513, 2049)) | 1
     z, y = evaluate(uniq, nodes)
-    p = normal_pdf(z)
-    p /= p.sum()
-    order = np.argsort(y, axis=1, kind="stable")
-    ys = np.take_along_axis(y, order, axis=1)
-    cdf = np.cumsum(p[order], axis=1)
-    cdf = np.minimum(cdf / cdf[:, -1:], 1.0)
+    ys, cdf = _sorted_distribution(y, z)
     kk = uniq[:, 2:3]
     mass = np.diff(np.concatenate([np.zeros((len(uniq), 1)), cdf**kk], axis=1), axis=1)
     first = np.sum(mass * ys, axis=1)
     second = np.sum(mass * ys**2, axis=1)
     return first[inverse].reshape(shape), second[inverse].reshape(shape)
+
+
+def _sorted_distribution(y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values ``y = f(mu + sd z)`` on the standard-normal nodes ``z`` (last axis), sorted, with
+    their cumulative probability: the discretized distribution of ``f(X)``, any ``f``."""
+    p = normal_pdf(z)
+    p /= p.sum()
+    order = np.argsort(y, axis=-1, kind="stable")
+    cdf = np.cumsum(p[order], axis=-1)
+    return np.take_along_axis(y, order, axis=-1), np.minimum(cdf / cdf[..., -1:], 1.0)
 
 
 def clark_max(
@@ -298,15 +303,10 @@ def max_of_groups(
     mu, var, count = (np.asarray(a, float) for a in np.broadcast_arrays(mu, var, count))
     rows, groups = mu.shape
     z = np.linspace(-HALF_WIDTH / 2, HALF_WIDTH / 2, nodes)  # +-6 sigma: tails below 1e-9
-    p = normal_pdf(z)
-    p /= p.sum()
     x = mu[:, :, None] + np.sqrt(np.maximum(var, 0.0))[:, :, None] * z
     with np.errstate(over="ignore", invalid="ignore"):
         y = np.nan_to_num(np.asarray(x if fn is None else fn(x), float))
-    order = np.argsort(y, axis=2, kind="stable")
-    ys = np.take_along_axis(y, order, axis=2)
-    cdf = np.cumsum(p[order], axis=2)
-    cdf = np.minimum(cdf / cdf[:, :, -1:], 1.0)
+    ys, cdf = _sorted_distribution(y, z)
     lo, hi = ys[:, :, 0].min(axis=1), ys[:, :, -1].max(axis=1)
     t = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, grid)[None, :]  # (rows, grid)
     log_f = np.zeros((rows, grid))

@@ -32,9 +32,9 @@ from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
     channel_mean,
     concat_xcorr,
+    correlation_of,
     flattened_corr,
     global_mean_cov,
-    global_pool_xcorr,
     rescale_xcorr,
     sequence_xcorr,
 )
@@ -397,27 +397,27 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     if not x.is_map:
         return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
     mean = np.mean(x.mean, axis=axes).reshape(out_shape)
+    cov = _pooled_cov(x, axes, out_shape)
     if x.corr is not None and len(x.shape) == 2 and axes == (0,):
         var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)
-    elif _pools_all(x, axes, out_shape):  # images: from the channels' cross-covariance
-        cov = global_mean_cov(x.xcorr, channel_mean(x.var, x.shape), x.shape[:-1])
+    elif cov is not None:  # images: from the channels' cross-covariance
         var = np.diagonal(cov).reshape(out_shape)
     else:
         var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
-    return Estimate([Signal(mean, var, out_shape, xcorr=_pooled_xcorr(x, axes, out_shape))])
+    return Estimate([Signal(mean, var, out_shape, xcorr=_correlation_of_pooled(cov))])
 
 
-def _pools_all(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
-    """A global pooling over every spatial axis of a channels-last map with tracked xcorr."""
-    return (x.xcorr is not None and len(x.shape) >= 2 and len(out_shape) == 1
-            and axes == tuple(range(len(x.shape) - 1)))
-
-
-def _pooled_xcorr(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) -> Any:
-    """Correlation between the pooled channels of a map (None when not tracked)."""
-    if not _pools_all(x, axes, out_shape):
+def _pooled_cov(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) -> Any:
+    """(C, C) covariance between the channel means of a global pooling over every spatial axis
+    of a channels-last map with tracked xcorr; None otherwise."""
+    if not (x.xcorr is not None and len(x.shape) >= 2 and len(out_shape) == 1
+            and axes == tuple(range(len(x.shape) - 1))):
         return None
-    return global_pool_xcorr(x.xcorr, channel_mean(x.var, x.shape), x.shape[:-1])
+    return global_mean_cov(x.xcorr, channel_mean(x.var, x.shape), x.shape[:-1])
+
+
+def _correlation_of_pooled(cov: Any) -> Any:
+    return None if cov is None else correlation_of(cov[None])
 
 
 @register_estimator(*_GMAX)
@@ -441,7 +441,8 @@ def _global_max(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         pv = np.mean(pv, axis=axes).reshape(out_shape)
         out = _max_from(x, pm, pv, count, out_shape)
     # the maxima of correlated channels: taken as correlated as the channels' means
-    return Estimate([replace(out, xcorr=_pooled_xcorr(x, axes, out_shape))])
+    xcorr = _correlation_of_pooled(_pooled_cov(x, axes, out_shape))
+    return Estimate([replace(out, xcorr=xcorr)])
 
 
 # ---------------------------------------------------------------- normalization

@@ -49,8 +49,8 @@ __all__ = [
     "dense_flat",
     "flattened_corr",
     "function_xcorr",
+    "lag_zero",
     "global_mean_cov",
-    "global_pool_xcorr",
     "per_channel_corr",
     "rescale_xcorr",
     "sequence_xcorr",
@@ -88,6 +88,22 @@ def _center(a: np.ndarray) -> tuple[int, ...]:
     return tuple((n - 1) // 2 for n in a.shape[:-2])
 
 
+def lag_zero(a: np.ndarray) -> np.ndarray:
+    """The ``(C, C)`` slice at offset 0 of an array over offsets ``-K .. K`` per axis."""
+    return a[_center(a)]
+
+
+def _fit_box(a: np.ndarray, ks: tuple[int, ...]) -> np.ndarray:
+    """``a`` (offsets per axis, then C, C) cut or zero-padded to offsets ``-k .. k`` per axis."""
+    have = _center(a)
+    out = np.zeros(tuple(2 * k + 1 for k in ks) + a.shape[-2:])
+    n = [min(k, h) for k, h in zip(ks, have, strict=True)]
+    dst = tuple(slice(k - m, k + m + 1) for k, m in zip(ks, n, strict=True))
+    src = tuple(slice(h - m, h + m + 1) for h, m in zip(have, n, strict=True))
+    out[dst] = a[src]
+    return out
+
+
 def _unit_diagonal(rho: np.ndarray) -> np.ndarray:
     """``rho`` with each channel's lag-0 self-correlation set to exactly 1 (in place)."""
     idx = np.arange(rho.shape[-1])
@@ -103,14 +119,10 @@ def _covariance(xcorr: np.ndarray | None, corr: np.ndarray | None, var_c: np.nda
     channels = len(var_c)
     ks = _lags(spatial, channels)
     sd = np.sqrt(np.maximum(var_c, 0.0))
-    rho = np.zeros(tuple(2 * k + 1 for k in ks) + (channels, channels))
     if xcorr is not None:
-        have = _center(xcorr)
-        n = [min(k, h) for k, h in zip(ks, have, strict=True)]
-        dst = tuple(slice(k - m, k + m + 1) for k, m in zip(ks, n, strict=True))
-        src = tuple(slice(h - m, h + m + 1) for h, m in zip(have, n, strict=True))
-        rho[dst] = xcorr[src]
-    elif corr is None or len(ks) != 1:
+        return _fit_box(xcorr, ks) * sd[:, None] * sd[None, :]
+    rho = np.zeros(tuple(2 * k + 1 for k in ks) + (channels, channels))
+    if corr is None or len(ks) != 1:
         _unit_diagonal(rho)
     else:
         k = ks[0]
@@ -123,7 +135,7 @@ def _covariance(xcorr: np.ndarray | None, corr: np.ndarray | None, var_c: np.nda
 
 def correlation_of(cov: np.ndarray) -> np.ndarray:
     """Covariance (lags..., C, C) -> correlation, normalized by the lag-0 diagonal."""
-    var = np.diagonal(cov[_center(cov)])
+    var = np.diagonal(lag_zero(cov))
     live = var > 1e-12 * max(float(np.max(var, initial=0.0)), 1e-300)  # constant channels: 0
     sd = np.where(live, np.sqrt(np.where(live, var, 1.0)), np.inf)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -265,14 +277,6 @@ def global_mean_cov(xcorr: np.ndarray, var_c: np.ndarray, spatial: int | tuple[i
     return np.tensordot(weight, g, axes=weight.ndim)
 
 
-def global_pool_xcorr(xcorr: np.ndarray | None, var_c: np.ndarray,
-                      spatial: int | tuple[int, ...]) -> np.ndarray | None:
-    """(1, C, C) correlation between the channel means over the spatial positions."""
-    if xcorr is None:
-        return None
-    return correlation_of(global_mean_cov(xcorr, var_c, spatial)[None])
-
-
 def sum_xcorr(parts: list[tuple[float, np.ndarray, np.ndarray | None, np.ndarray | None]],
               spatial: tuple[int, ...]) -> np.ndarray | None:
     """Correlation between channels of ``sum_i c_i x_i`` for independent maps ``x_i``, each
@@ -381,11 +385,7 @@ def concat_xcorr(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | N
     start = 0
     for var_c, xc, corr in parts:
         n = len(var_c)
-        block = _covariance(xc, corr, var_c, spatial)
-        have = _center(block)
-        m = [min(k, h) for k, h in zip(ks, have, strict=True)]
-        dst = tuple(slice(k - mm, k + mm + 1) for k, mm in zip(ks, m, strict=True))
-        src = tuple(slice(h - mm, h + mm + 1) for h, mm in zip(have, m, strict=True))
-        cov[(*dst, slice(start, start + n), slice(start, start + n))] = block[src]
+        cov[..., start:start + n, start:start + n] = _fit_box(
+            _covariance(xc, corr, var_c, spatial), ks)
         start += n
     return correlation_of(cov)
