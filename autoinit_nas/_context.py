@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from autoinit_nas import _deferred
 from autoinit_nas._signal import Signal
 from autoinit_nas.errors import SignalError
 
@@ -108,6 +109,8 @@ class Context:
     def value(self, variable: Any) -> np.ndarray:
         if variable.path in self.planned:
             return self.planned[variable.path]
+        if _deferred.is_pending(variable):
+            _deferred.create(variable)
         return np.asarray(variable.numpy(), dtype=float)
 
     def draw(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

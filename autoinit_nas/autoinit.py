@@ -12,6 +12,7 @@ import numpy as np
 import autoinit_nas._linear  # noqa: F401  (registers estimators)
 import autoinit_nas._ops  # noqa: F401
 import autoinit_nas._rules  # noqa: F401
+from autoinit_nas import _deferred
 from autoinit_nas._context import Context, Estimate, Options
 from autoinit_nas._signal import Signal
 from autoinit_nas._walk import estimate_handler, graph_of, walk
@@ -123,7 +124,18 @@ def _apply(model: Any, planned: dict[str, np.ndarray]) -> None:
         var = by_path.get(path)
         if var is None:
             continue
-        var.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(var.dtype)))
+        if _deferred.is_pending(var):
+            _deferred.create(var, value)
+        else:
+            var.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(var.dtype)))
+
+
+def _create_unplanned(model: Any) -> None:
+    """Create the pending variables of a model built in ``deferred_weights()`` that AutoInit
+    does not plan, with their own initializers (the planned ones wait for their values)."""
+    for var in _deferred.pending(model):
+        if var._initializer is not _deferred.PLANNED:
+            _deferred.create(var)
 
 
 def initialize(model: keras.Model, **options: Any) -> SignalReport:
@@ -136,9 +148,14 @@ def initialize(model: keras.Model, **options: Any) -> SignalReport:
         >>> report = initialize(model, seed=0)
         >>> report.to_dict()["layers"][0]["weight_std"]
     """
-    opts = Options(**options)
-    report, ctx = _plan(model, opts)
-    _apply(model, ctx.planned)
+    try:
+        opts = Options(**options)
+        _create_unplanned(model)
+        report, ctx = _plan(model, opts)
+        _apply(model, ctx.planned)
+    finally:  # nothing planned for them, or AutoInit failed: their own initializer (zeros)
+        for var in _deferred.pending(model):
+            _deferred.create(var)
     report._model_ref = model
     logger.debug("AutoInit planned %d variables in %.3f s", len(ctx.planned), report.seconds)
     return report
@@ -147,6 +164,8 @@ def initialize(model: keras.Model, **options: Any) -> SignalReport:
 def predict_signal(model: keras.Model, **options: Any) -> SignalReport:
     """Predicted moments for the model's current weights (nothing is changed)."""
     opts = Options(**options)
+    for var in _deferred.pending(model):
+        _deferred.create(var)
     report, _ = _plan(model, opts, keep_all=True)
     return report
 

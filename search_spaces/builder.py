@@ -38,14 +38,26 @@ def instantiate(
     """An uncompiled functional model from a plan, with Keras' default initializers.
 
     With a ``seed`` every initializer and dropout layer gets its own seed derived from it, so the
-    default initialization is reproducible too. With ``draw=False`` kernels start at zero (no
-    random draws): for models AutoInit re-initializes anyway, this saves build time.
+    default initialization is reproducible too. With ``draw=False`` the model is built for
+    AutoInit: its variables are not created yet (``autoinit_nas._deferred``), and it must go to
+    ``autoinit_nas.initialize``, which creates its kernels with their planned values.
     """
     seeds = (
         iter(np.random.SeedSequence(seed).generate_state(len(plan.layers) * 2, dtype=np.uint32))
         if seed is not None
         else None
     )
+    if draw:
+        return _functional(plan, seeds, name, draw)
+    from autoinit_nas._deferred import deferred_weights
+
+    with deferred_weights():
+        return _functional(plan, seeds, name, draw)
+
+
+def _functional(plan: ModelPlan, seeds: Any, name: str | None, draw: bool) -> keras.Model:
+    if not draw:
+        from autoinit_nas._deferred import PLANNED
     inputs = keras.Input(shape=plan.input_shape, name="input")
     tensors: dict[str, Any] = {"input": inputs}
     for lp in plan.layers:
@@ -55,7 +67,7 @@ def instantiate(
             if arg == "seed":
                 kwargs[arg] = s
             else:
-                kwargs[arg] = keras.initializers.GlorotUniform(seed=s) if draw else "zeros"
+                kwargs[arg] = keras.initializers.GlorotUniform(seed=s) if draw else PLANNED
         layer = _layer_class(lp.cls)(name=lp.name, **kwargs)
         args = [tensors[i] for i in lp.inputs]
         tensors[lp.name] = layer(

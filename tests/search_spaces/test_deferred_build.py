@@ -1,0 +1,95 @@
+"""Candidates are built with deferred variables: AutoInit creates each kernel with its value."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from autoinit_nas import _deferred, initialize, predict_signal
+from autoinit_nas.errors import SignalError
+from search_spaces import InvalidGenomeError, NetworkGenome, NetworkSearchSpace, Node, TaskSpec
+from search_spaces._plan import plan_network
+from search_spaces.builder import _functional, instantiate
+
+TASK = TaskSpec((40, 1), 10)
+
+
+def _genomes(n: int) -> list[NetworkGenome]:
+    space = NetworkSearchSpace(input_shape=TASK.input_shape)
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in range(n):
+        genome = space.sample(rng)
+        for _ in range(3):
+            genome = space.mutate(genome, rng)
+        out.append(genome)
+    return out
+
+
+@pytest.mark.parametrize("k", range(6))
+def test_deferred_build_gives_the_same_weights_as_an_eager_build(k: int) -> None:
+    genome = _genomes(6)[k]
+    plan = plan_network(genome, TASK.input_shape, TASK.num_classes)
+    deferred = instantiate(plan, seed=k, draw=False)
+    assert _deferred.pending(deferred), "nothing was deferred"
+    eager = _functional(plan, None, None, draw=False)  # same layers, variables created at once
+    assert not _deferred.pending(eager)
+    report_d = initialize(deferred, seed=k)
+    report_e = initialize(eager, seed=k)
+    assert not _deferred.pending(deferred)
+    assert [w.path for w in deferred.weights] == [w.path for w in eager.weights]
+    for a, b in zip(deferred.weights, eager.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert [e.var for e in report_d.layers] == [e.var for e in report_e.layers]
+    x = np.random.default_rng(0).standard_normal((8, *TASK.input_shape)).astype("float32")
+    np.testing.assert_allclose(deferred.predict(x, verbose=0), eager.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_later_stateless_scope_does_not_touch_deferred_variables() -> None:
+    plan = plan_network(_genomes(1)[0], TASK.input_shape, TASK.num_classes)
+    model = instantiate(plan, seed=0, draw=False)
+    with keras.StatelessScope():  # its exit initializes Keras' pending variables
+        pass
+    assert _deferred.pending(model)  # still ours, and still creatable with planned values
+    initialize(model, seed=0)
+    assert not _deferred.pending(model)
+
+
+def test_a_failed_autoinit_still_creates_every_variable() -> None:
+    plan = plan_network(_genomes(1)[0], TASK.input_shape, TASK.num_classes)
+    model = instantiate(plan, seed=0, draw=False)
+    with pytest.raises(SignalError, match="input_var"):
+        initialize(model, seed=0, input_var=-1.0)
+    assert not _deferred.pending(model)
+    assert np.all(np.isfinite(model.predict(np.ones((2, *TASK.input_shape)), verbose=0)))
+    # x - x is the constant 0: the genome decodes, AutoInit refuses it
+    nodes = (
+        Node.make("a", "dense", "input", units=8),
+        Node.make("b", "activation", "a", expression="x - x"),
+    )
+    genome = NetworkGenome(nodes, "b", "flatten")
+    with pytest.raises(InvalidGenomeError, match="signal"):
+        NetworkSearchSpace().build(genome, TASK, seed=0)
+
+
+def test_predict_signal_creates_pending_variables_with_their_initializers() -> None:
+    plan = plan_network(_genomes(1)[0], TASK.input_shape, TASK.num_classes)
+    model = instantiate(plan, seed=0, draw=False)
+    report = predict_signal(model, seed=0)
+    assert not _deferred.pending(model)
+    kernels = [w for w in model.weights if w.path.endswith("kernel")]
+    assert kernels and all(not np.any(w.numpy()) for w in kernels)  # PLANNED is zeros
+    assert report.layers
+
+
+def test_create_checks_the_shape() -> None:
+    with _deferred.deferred_weights():
+        layer = keras.layers.Dense(3, kernel_initializer=_deferred.PLANNED)
+        layer.build((None, 4))
+    assert _deferred.is_pending(layer.kernel)
+    with pytest.raises(ValueError, match=r"shape \(4, 3\).*Received shape \(3, 4\)"):
+        _deferred.create(layer.kernel, np.zeros((3, 4)))
+    _deferred.create(layer.kernel, np.ones((4, 3)))
+    np.testing.assert_array_equal(layer.kernel.numpy(), np.ones((4, 3)))
