@@ -69,11 +69,25 @@ def pending(model: Any) -> list[Any]:
     return [v for v in getattr(model, "variables", ()) if is_pending(v)]
 
 
+def _constant(variable: Any) -> np.ndarray | None:
+    """The value of a constant initializer (zeros, ones, constant) without a backend op."""
+    init = variable._initializer
+    if type(init) in (keras.initializers.Zeros, keras.initializers.Ones):
+        fill = 0.0 if type(init) is keras.initializers.Zeros else 1.0
+    elif type(init) is keras.initializers.Constant and np.ndim(init.value) == 0:
+        fill = float(init.value)
+    else:
+        return None
+    return np.full(tuple(variable.shape), fill, dtype=keras.backend.standardize_dtype(variable.dtype))
+
+
 def create(variable: Any, value: np.ndarray | None = None) -> None:
     """Give a pending variable its backend value: ``value``, or its own initializer's draw."""
     if value is None:
-        variable._deferred_initialize()
-        return
+        value = _constant(variable)
+        if value is None:
+            variable._deferred_initialize()
+            return
     dtype = keras.backend.standardize_dtype(variable.dtype)
     value = np.asarray(value, dtype=dtype)
     if tuple(value.shape) != tuple(variable.shape):

@@ -9,6 +9,7 @@ over their own axis.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import keras
@@ -334,7 +335,12 @@ def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Sign
     if fn is None or is_identity(fn):
         return x
     if fn in NON_ELEMENTWISE:
-        out = monte_carlo(lambda t: fn(t, axis=axis), x, axis=axis, seed=seed)
+        if fn is _A.softmax:  # NumPy: a TensorFlow call costs more than the draws. Its
+            # moments feed only the report (a softmax has no weights after it in a classifier
+            # head), so one kept block of draws (seed 0) serves every model
+            out = monte_carlo(lambda t: _softmax(t, axis), x, axis=axis, seed=0, numpy=True)
+        else:
+            out = monte_carlo(lambda t: fn(t, axis=axis), x, axis=axis, seed=seed)
         if fn is _A.softmax:  # entries sum to 1: the mean over the axis is exactly 1/C
             mean = np.broadcast_to(out.mean, x.shape)
             mean = mean / np.sum(mean, axis=axis, keepdims=True)
@@ -343,23 +349,44 @@ def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Sign
     return apply_fn_to_signal(as_numpy_fn(fn), x)
 
 
+@lru_cache(maxsize=16)
+def _normal_block(seed: int, *shape: int) -> np.ndarray:
+    """Seeded standard normal draws, kept (read-only) for the next call with the same seed."""
+    z = np.random.default_rng(seed).standard_normal(shape)
+    z.flags.writeable = False
+    return z
+
+
+def _softmax(t: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(t - np.max(t, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
 def monte_carlo(
-    fn: Callable[[Any], Any], x: Signal, *, axis: int = -1, seed: int = 0, draws: int = 4096
+    fn: Callable[[Any], Any], x: Signal, *, axis: int = -1, seed: int = 0, draws: int = 4096,
+    numpy: bool = False,
 ) -> Signal:
-    """Seeded Monte Carlo over one axis (softmax over C entries: not over the whole tensor)."""
+    """Seeded Monte Carlo over one axis (softmax over C entries: not over the whole tensor);
+    ``fn`` takes a Keras tensor, or a float64 array with ``numpy``."""
     shape = x.shape
     axis = axis % len(shape)
     size = shape[axis]
     xm = x.as_map()
     mean = np.moveaxis(xm.mean, axis, -1).reshape(-1, size)
     var = np.moveaxis(xm.var, axis, -1).reshape(-1, size)
-    uniq, inverse = np.unique(np.concatenate([mean, var], axis=1), axis=0, return_inverse=True)
-    rng = np.random.default_rng(seed)
+    if len(mean) == 1:
+        uniq, inverse = np.concatenate([mean, var], axis=1), np.zeros(1, dtype=int)
+    else:
+        uniq, inverse = np.unique(np.concatenate([mean, var], axis=1), axis=0,
+                                  return_inverse=True)
     n = max(64, draws // max(1, len(uniq) // 16 + 1))
-    z = rng.standard_normal((n, len(uniq), size))
+    z = _normal_block(seed, n, len(uniq), size)
     samples = uniq[None, :, :size] + np.sqrt(np.maximum(uniq[None, :, size:], 0)) * z
-    out = keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(samples, dtype="float64")))
-    out = np.asarray(out, float)
+    if numpy:
+        out = np.asarray(fn(samples), float)
+    else:
+        out = keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(samples, "float64")))
+        out = np.asarray(out, float)
     first, var_out = out.mean(axis=0), out.var(axis=0)
     inv = inverse.reshape(-1)
     back_shape = [*np.moveaxis(np.empty(shape), axis, -1).shape]

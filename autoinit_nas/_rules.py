@@ -52,13 +52,17 @@ def _shape(node: Any, i: int = 0) -> tuple[int, ...]:
     return tuple(int(d) for d in node.outputs[i].shape[1:])
 
 
-def run_on_maps(fn: Any, x: Signal, out_shape: tuple[int, ...], *, var_fn: Any = None) -> Signal:
-    """Push mean and variance maps through a data-movement op (reshape, crop, pad, ...)."""
+def run_on_maps(fn: Any, x: Signal, out_shape: tuple[int, ...], *, var_fn: Any = None,
+                numpy: bool = False) -> Signal:
+    """Push mean and variance maps through a data-movement op (reshape, crop, pad, ...): a
+    Keras call on a batch of one, or with ``numpy`` a function of one sample's map."""
     var_fn = fn if var_fn is None else var_fn
     scalar = not x.is_map
     xm = x.as_map()
 
     def go(f: Any, m: np.ndarray) -> np.ndarray:
+        if numpy:
+            return np.asarray(f(m), dtype=float)
         return _np(f(keras.ops.convert_to_tensor(m[None], "float32")))[0]
 
     mean, var = go(fn, xm.mean), go(var_fn, xm.var)
@@ -232,7 +236,12 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
                                         L.Cropping1D, L.Cropping2D, L.Cropping3D))
     if not x.is_map and not changes_values:
         return Estimate([Signal(x.mean, x.var, out_shape, x.source)])
-    out = run_on_maps(layer.call, x, out_shape)
+    if isinstance(layer, (L.Flatten, L.Reshape)) and (
+            getattr(layer, "data_format", "channels_last") == "channels_last"):
+        # C-order reshapes of one sample: NumPy, no TensorFlow call
+        out = run_on_maps(lambda m: np.reshape(m, out_shape), x, out_shape, numpy=True)
+    else:
+        out = run_on_maps(layer.call, x, out_shape)
     if isinstance(layer, L.Flatten) and len(x.shape) == 2 and out.is_map:
         var_map = np.broadcast_to(x.var, x.shape)
         # the flat vector's positions in order, as a one-channel sequence would see them

@@ -68,6 +68,8 @@ def _functional(plan: ModelPlan, seeds: Any, name: str | None, draw: bool) -> ke
                 kwargs[arg] = s
             else:
                 kwargs[arg] = keras.initializers.GlorotUniform(seed=s) if draw else PLANNED
+                if not draw:  # AutoInit plans the bias with the kernel
+                    kwargs["bias_initializer"] = PLANNED
         layer = _layer_class(lp.cls)(name=lp.name, **kwargs)
         args = [tensors[i] for i in lp.inputs]
         tensors[lp.name] = layer(
