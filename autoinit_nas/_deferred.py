@@ -22,7 +22,8 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["PLANNED", "create", "deferred_weights", "is_pending", "pending"]
+__all__ = ["PLANNED", "create", "create_pending", "deferred_weights", "is_pending", "pending",
+           "put"]
 
 #: Initializer marking a weight AutoInit will plan: created once, with its planned value (zeros
 #: where AutoInit plans nothing for it; serialized as ``Zeros``).
@@ -97,3 +98,19 @@ def create(variable: Any, value: np.ndarray | None = None) -> None:
         )
     variable._initialize(value)
     variable._initializer = None
+
+
+def create_pending(model: Any, *, but_planned: bool = False) -> None:
+    """Create the model's pending variables with their own initializers; with ``but_planned``
+    those marked ``PLANNED`` keep waiting for their AutoInit values."""
+    for var in pending(model):
+        if not (but_planned and var._initializer is PLANNED):
+            create(var)
+
+
+def put(variable: Any, value: np.ndarray) -> None:
+    """Set ``variable`` to ``value``: created with it if pending, else assigned."""
+    if is_pending(variable):
+        create(variable, value)
+    else:
+        variable.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype)))

@@ -335,17 +335,15 @@ def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Sign
     if fn is None or is_identity(fn):
         return x
     if fn in NON_ELEMENTWISE:
-        if fn is _A.softmax:  # NumPy: a TensorFlow call costs more than the draws. Its
-            # moments feed only the report (a softmax has no weights after it in a classifier
-            # head), so one kept block of draws (seed 0) serves every model
-            out = monte_carlo(lambda t: _softmax(t, axis), x, axis=axis, seed=0, numpy=True)
-        else:
-            out = monte_carlo(lambda t: fn(t, axis=axis), x, axis=axis, seed=seed)
-        if fn is _A.softmax:  # entries sum to 1: the mean over the axis is exactly 1/C
-            mean = np.broadcast_to(out.mean, x.shape)
-            mean = mean / np.sum(mean, axis=axis, keepdims=True)
-            out = x.like(mean, np.broadcast_to(out.var, x.shape))
-        return out
+        if fn is not _A.softmax:
+            return monte_carlo(lambda t: fn(t, axis=axis), x, axis=axis, seed=seed)
+        # NumPy: a TensorFlow call costs more than the draws. Its moments feed only the report
+        # (a softmax has no weights after it in a classifier head), so one kept block of draws
+        # (seed 0) serves every model
+        out = monte_carlo(lambda t: _softmax(t, axis), x, axis=axis, seed=0, numpy=True)
+        mean = np.broadcast_to(out.mean, x.shape)  # entries sum to 1: the mean over the axis
+        mean = mean / np.sum(mean, axis=axis, keepdims=True)  # is exactly 1/C
+        return x.like(mean, np.broadcast_to(out.var, x.shape))
     return apply_fn_to_signal(as_numpy_fn(fn), x)
 
 

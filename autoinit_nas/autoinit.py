@@ -124,18 +124,7 @@ def _apply(model: Any, planned: dict[str, np.ndarray]) -> None:
         var = by_path.get(path)
         if var is None:
             continue
-        if _deferred.is_pending(var):
-            _deferred.create(var, value)
-        else:
-            var.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(var.dtype)))
-
-
-def _create_unplanned(model: Any) -> None:
-    """Create the pending variables of a model built in ``deferred_weights()`` that AutoInit
-    does not plan, with their own initializers (the planned ones wait for their values)."""
-    for var in _deferred.pending(model):
-        if var._initializer is not _deferred.PLANNED:
-            _deferred.create(var)
+        _deferred.put(var, value)
 
 
 def initialize(model: keras.Model, **options: Any) -> SignalReport:
@@ -150,12 +139,11 @@ def initialize(model: keras.Model, **options: Any) -> SignalReport:
     """
     try:
         opts = Options(**options)
-        _create_unplanned(model)
+        _deferred.create_pending(model, but_planned=True)  # a model built deferred
         report, ctx = _plan(model, opts)
         _apply(model, ctx.planned)
     finally:  # nothing planned for them, or AutoInit failed: their own initializer (zeros)
-        for var in _deferred.pending(model):
-            _deferred.create(var)
+        _deferred.create_pending(model)
     report._model_ref = model
     logger.debug("AutoInit planned %d variables in %.3f s", len(ctx.planned), report.seconds)
     return report
@@ -164,8 +152,7 @@ def initialize(model: keras.Model, **options: Any) -> SignalReport:
 def predict_signal(model: keras.Model, **options: Any) -> SignalReport:
     """Predicted moments for the model's current weights (nothing is changed)."""
     opts = Options(**options)
-    for var in _deferred.pending(model):
-        _deferred.create(var)
+    _deferred.create_pending(model)
     report, _ = _plan(model, opts, keep_all=True)
     return report
 

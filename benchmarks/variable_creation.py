@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from collections.abc import Callable
 
 import _common
 import keras
@@ -31,11 +32,12 @@ import tensorflow as tf
 from autoinit_nas import _deferred
 
 
-def per_variable(shapes: list[tuple[int, ...]], reset: object, repeats: int) -> float:
+def per_variable(shapes: list[tuple[int, ...]], reset: Callable[[], object], repeats: int
+                 ) -> float:
     """Median ms per variable over ``repeats`` rounds, ``reset()`` before each round."""
     times = []
     for _ in range(repeats):
-        reset()  # type: ignore[operator]
+        reset()
         t0 = time.perf_counter()
         for s in shapes:
             tf.Variable(np.zeros(s, np.float32), name="kernel")

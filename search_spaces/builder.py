@@ -56,8 +56,8 @@ def instantiate(
 
 
 def _functional(plan: ModelPlan, seeds: Any, name: str | None, draw: bool) -> keras.Model:
-    if not draw:
-        from autoinit_nas._deferred import PLANNED
+    from autoinit_nas._deferred import PLANNED
+
     inputs = keras.Input(shape=plan.input_shape, name="input")
     tensors: dict[str, Any] = {"input": inputs}
     for lp in plan.layers:
@@ -66,10 +66,10 @@ def _functional(plan: ModelPlan, seeds: Any, name: str | None, draw: bool) -> ke
             s = None if seeds is None else int(next(seeds)) & 0x7FFFFFFF
             if arg == "seed":
                 kwargs[arg] = s
-            else:
-                kwargs[arg] = keras.initializers.GlorotUniform(seed=s) if draw else PLANNED
-                if not draw:  # AutoInit plans the bias with the kernel
-                    kwargs["bias_initializer"] = PLANNED
+            elif draw:
+                kwargs[arg] = keras.initializers.GlorotUniform(seed=s)
+            else:  # AutoInit plans the bias with the kernel
+                kwargs[arg] = kwargs["bias_initializer"] = PLANNED
         layer = _layer_class(lp.cls)(name=lp.name, **kwargs)
         args = [tensors[i] for i in lp.inputs]
         tensors[lp.name] = layer(
