@@ -11,12 +11,25 @@ initializer, outside any layer scope. ``search_spaces`` builds every candidate t
 Only Keras' private variable API is touched here (``_value``, ``_initializer``,
 ``_initialize``, ``_deferred_initialize``, the ``uninitialized_variables`` list); where it is
 missing, ``deferred_weights`` does not defer and models are built as usual.
+
+TensorFlow's eager kernel cache keys ``VarHandleOp`` by its ``shape`` attribute, and every op
+taking a resource (``AssignVariableOp``) by the shape the handle carries, so a variable of a
+shape not seen since the cache was last emptied costs two kernel builds (~0.75 ms; the cache is
+emptied by ``clear_session`` and by every TF seeding, as the evolution worker does per
+candidate). ``create`` therefore makes the handle with an unknown shape (both ops then hit the
+cache whatever the shape) and gives the variable and its handle's Python-side shape data the
+real shape, which is what graphs (``fit``, ``predict``) read, so traced graphs keep every
+static shape. Training is bit-identical and equally fast (``benchmarks/variable_creation.py``).
+This uses TensorFlow's private ``ResourceVariable._shape``/``_handle`` and
+``resource_variable_ops._set_handle_shapes_and_types``; without them, under a distribution
+strategy, or for another backend, variables are created the usual way.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -82,6 +95,53 @@ def _constant(variable: Any) -> np.ndarray | None:
     return np.full(tuple(variable.shape), fill, dtype=keras.backend.standardize_dtype(variable.dtype))
 
 
+@functools.cache
+def _shape_setter() -> Callable[[Any, tuple[int, ...]], None] | None:
+    """Sets a TF variable's static shape (its own and its handle's); None where unavailable."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    try:
+        from tensorflow.python.ops import handle_data_util, resource_variable_ops
+        set_handle = resource_variable_ops._set_handle_shapes_and_types
+        make_data = handle_data_util.create_handle_data
+        kind = resource_variable_ops.ResourceVariable
+    except (ImportError, AttributeError):
+        return None
+    import tensorflow as tf
+
+    def set_shape(tf_var: Any, shape: tuple[int, ...]) -> None:
+        if type(tf_var) is not kind or not hasattr(tf_var, "_shape"):
+            raise TypeError(f"not a plain ResourceVariable: {type(tf_var).__name__}")
+        full = tf.TensorShape(shape)
+        tf_var._shape = full
+        set_handle(tf_var._handle, make_data(full, tf_var.dtype), False)
+
+    return set_shape
+
+
+def _tf_variable(variable: Any, value: np.ndarray) -> Any:
+    """A ``tf.Variable`` holding ``value`` whose handle hits the eager kernel cache (see the
+    module notes), or ``value`` itself where that cannot be done safely."""
+    set_shape = _shape_setter()
+    if set_shape is None or value.ndim == 0:
+        return value
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy() or not tf.executing_eagerly():
+        return value
+    kwargs = {attr: getattr(variable, mapper)(getattr(variable, attr))
+              for attr, mapper in (("aggregation", "_map_aggregation"),
+                                   ("synchronization", "_map_synchronization"))
+              if hasattr(variable, mapper)}
+    tf_var = tf.Variable(value, dtype=value.dtype, trainable=variable.trainable,
+                         name=variable.name, shape=tf.TensorShape([None] * value.ndim), **kwargs)
+    try:
+        set_shape(tf_var, value.shape)
+    except (TypeError, AttributeError):  # a custom variable creator: the usual way instead
+        return value
+    return tf_var
+
+
 def create(variable: Any, value: np.ndarray | None = None) -> None:
     """Give a pending variable its backend value: ``value``, or its own initializer's draw."""
     if value is None:
@@ -96,7 +156,7 @@ def create(variable: Any, value: np.ndarray | None = None) -> None:
             f"Expected a value of shape {tuple(variable.shape)} for variable {variable.path}. "
             f"Received shape {tuple(value.shape)}."
         )
-    variable._initialize(value)
+    variable._initialize(_tf_variable(variable, value))
     variable._initializer = None
 
 

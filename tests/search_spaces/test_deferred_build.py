@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -93,3 +95,58 @@ def test_create_checks_the_shape() -> None:
         _deferred.create(layer.kernel, np.zeros((3, 4)))
     _deferred.create(layer.kernel, np.ones((4, 3)))
     np.testing.assert_array_equal(layer.kernel.numpy(), np.ones((4, 3)))
+
+
+def _trained(genome: NetworkGenome, fast_handles: bool, monkeypatch: pytest.MonkeyPatch
+             ) -> tuple[keras.Model, list[float]]:
+    """A candidate built as the worker builds it, trained for 4 steps."""
+    with monkeypatch.context() as patch:
+        if not fast_handles:  # the usual tf.Variable, shape in the handle
+            patch.setattr(_deferred, "_tf_variable", lambda variable, value: value)
+        keras.utils.set_random_seed(3)
+        model = NetworkSearchSpace(input_shape=TASK.input_shape).build(genome, TASK, seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, *TASK.input_shape)).astype("float32")
+    y = rng.integers(0, TASK.num_classes, 32)
+    return model, [float(np.ravel(model.train_on_batch(x, y))[0]) for _ in range(4)]
+
+
+def test_cache_friendly_handles_train_exactly_like_usual_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tensorflow as tf
+
+    genome = _genomes(6)[2]
+    fast, losses_fast = _trained(genome, True, monkeypatch)
+    usual, losses_usual = _trained(genome, False, monkeypatch)
+    assert losses_fast == losses_usual
+    for a, b in zip(fast.weights, usual.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+        # the static shape graphs see is the real one, not the handle's unknown shape
+        assert tuple(a.value.shape) == tuple(a.shape)
+        read = tf.function(functools.partial(tf.identity, a.value), autograph=False)
+        assert tuple(read.get_concrete_function().outputs[0].shape) == tuple(a.shape)
+    # TensorFlow still has the private API the fast path needs (else it silently falls back)
+    assert _deferred._shape_setter() is not None
+
+
+def test_cache_friendly_handles_save_and_reload(tmp_path: object) -> None:
+    genome = _genomes(6)[4]
+    model = NetworkSearchSpace(input_shape=TASK.input_shape).build(genome, TASK, seed=1)
+    path = f"{tmp_path}/m.keras"
+    model.save(path)
+    again = keras.models.load_model(path)
+    x = np.random.default_rng(1).standard_normal((4, *TASK.input_shape)).astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), again.predict(x, verbose=0))
+
+
+def test_under_a_distribution_strategy_variables_are_created_the_usual_way() -> None:
+    import tensorflow as tf
+
+    with _deferred.deferred_weights():
+        layer = keras.layers.Dense(3, kernel_initializer=_deferred.PLANNED)
+        layer.build((None, 4))
+    value = np.ones((4, 3), dtype="float32")
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        assert _deferred._tf_variable(layer.kernel, value) is value
+    made = _deferred._tf_variable(layer.kernel, value)  # no strategy: a variable, real shape
+    assert isinstance(made, tf.Variable) and tuple(made.shape) == (4, 3)
