@@ -86,6 +86,12 @@ class Context:
         self.warnings: list[str] = []
         self.current_path = ""
         self.site_inputs: list[float] = []  # per call site, in walk order: E[x^2] of input 0
+        # links to fork ancestors (``_links.py``): id(signal) -> {fork key: Link}
+        self.links: dict[int, dict[int, Any]] = {}
+        self.roots: dict[int, Any] = {}  # fork key -> Root
+        self.fanout: dict[int, int] = {}  # id(tensor) -> layers reading it
+        self.link_key = 0
+        self.link_memo: dict[Any, Any] = {}
 
     @property
     def realized(self) -> bool:

@@ -19,7 +19,16 @@ from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._signal import Signal, Source
-from autoinit_nas._xcorr import channel_mean, function_xcorr, per_channel_corr, sum_xcorr
+from autoinit_nas._xcorr import (
+    _covariance,
+    _lags,
+    channel_mean,
+    correlation_of,
+    function_xcorr,
+    lag_zero,
+    per_channel_corr,
+    sum_xcorr,
+)
 
 __all__ = [
     "as_numpy_fn",
@@ -265,11 +274,14 @@ def _independent_parts(xs: list[Signal], coeffs: list[float]) -> tuple[list[Sign
 
 
 def linear_combination(
-    xs: list[Signal], coeffs: Any, out_shape: tuple[int, ...], *, shape_too: bool = True
+    xs: list[Signal], coeffs: Any, out_shape: tuple[int, ...], *, shape_too: bool = True,
+    cross: Callable[[int, int, int], np.ndarray | None] | None = None,
 ) -> Signal:
     """Moments of ``sum_i coeffs[i] * xs[i]``: inputs that are functions of one Gaussian are
-    combined exactly, the rest are independent; with ``shape_too`` the per-channel mixture of
-    the sum is kept for the functions that follow."""
+    combined exactly, the rest are independent unless ``cross(i, j, K)`` gives their
+    covariance ``Cov(x_i[p], x_j[p + e])`` at lags ``e = -K .. K`` (sequences: related through
+    a fork, ``_links.py``); with ``shape_too`` the per-channel mixture of the sum is kept for
+    the functions that follow."""
     parts, cs = _independent_parts(list(xs), [float(c) for c in coeffs])
     mean = sum(c * x.mean for c, x in zip(cs, parts, strict=True))
     var = sum(c * c * x.var for c, x in zip(cs, parts, strict=True))
@@ -280,15 +292,45 @@ def linear_combination(
     corr = xcorr = None
     if all(np.shape(x.var) == tuple(out_shape) for x in parts):
         var_cs = [channel_mean(x.var, tuple(out_shape)) for x in parts]
-        if len(out_shape) == 2:
-            corr = combine_corr([(c, v, x.corr) for c, v, x in zip(cs, var_cs, parts,
-                                                                   strict=True)], out_shape[0])
-        xcorr = sum_xcorr([(c, v, x.xcorr, x.corr) for c, v, x in zip(cs, var_cs, parts,
-                                                                      strict=True)],
-                          tuple(out_shape[:-1]) or (1,))
+        spatial = tuple(out_shape[:-1]) or (1,)
+        ungrouped = len(parts) == len(xs) and all(p is x for p, x in zip(parts, xs, strict=True))
+        related = _related(ungrouped and len(out_shape) == 2, cross, cs, var_cs, out_shape)
+        if related is not None:  # covariance of the sum, cross terms included
+            cov = related + sum(c * c * _covariance(x.xcorr, x.corr, v, spatial)
+                                for c, v, x in zip(cs, var_cs, parts, strict=True))
+            var = var + np.diagonal(lag_zero(related))  # same for every position
+            xcorr = correlation_of(cov)
+            corr = per_channel_corr(xcorr)
+        else:
+            if len(out_shape) == 2:
+                corr = combine_corr([(c, v, x.corr) for c, v, x in zip(cs, var_cs, parts,
+                                                                       strict=True)],
+                                    out_shape[0])
+            xcorr = sum_xcorr([(c, v, x.xcorr, x.corr) for c, v, x in zip(cs, var_cs, parts,
+                                                                          strict=True)],
+                              spatial)
     return Signal(np.broadcast_to(mean, out_shape).astype(float),
                   np.maximum(np.broadcast_to(var, out_shape), 0.0).astype(float),
                   tuple(out_shape), mixture=mixture, corr=corr, xcorr=xcorr)
+
+
+def _related(ok: bool, cross: Callable[[int, int, int], np.ndarray | None] | None,
+             cs: list[float], var_cs: list[np.ndarray], out_shape: tuple[int, ...]
+             ) -> np.ndarray | None:
+    """``sum_{i != j} c_i c_j Cov(x_i[p], x_j[p + e])`` over lags ``(2K + 1, C, C)``, or None
+    when no pair of inputs is related."""
+    if not ok or cross is None or len(cs) < 2:
+        return None
+    k = _lags(out_shape[0], out_shape[-1])[0]
+    total = None
+    for i in range(len(cs)):
+        for j in range(i + 1, len(cs)):
+            g = cross(i, j, k)
+            if g is None:
+                continue
+            both = cs[i] * cs[j] * (g + np.swapaxes(g[::-1], -1, -2))  # pairs (i, j), (j, i)
+            total = both if total is None else total + both
+    return total
 
 
 def _fn_correlations(corr: np.ndarray | None, xcorr: np.ndarray | None, mean: Any, var: Any,

@@ -9,6 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from autoinit_nas import _links
 from autoinit_nas._context import Context, Estimate
 from autoinit_nas._correlation import (
     effective_count,
@@ -167,10 +168,18 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
                                    for m in maps],
                                   axis=1)
         xcorr = None
-        if axis % len(out_shape) == len(out_shape) - 1 and any(m.xcorr is not None for m in maps):
-            # channels side by side: each part's own correlation, the parts independent
+        channels_axis = axis % len(out_shape) == len(out_shape) - 1
+
+        def cross(i: int, j: int, lags: int) -> np.ndarray | None:  # parts related by a fork
+            return _links.cross_cov(ctx, inputs[i], inputs[j], lags)
+
+        related = channels_axis and len(out_shape) == 2 and any(
+            _links.common_fork(ctx, inputs[i], inputs[j]) is not None
+            for i in range(len(inputs)) for j in range(i + 1, len(inputs)))
+        if channels_axis and (related or any(m.xcorr is not None for m in maps)):
+            # channels side by side: each part's own correlation, and theirs through a fork
             xcorr = concat_xcorr([(channel_mean(m.var, m.shape), m.xcorr, m.corr) for m in maps],
-                                 tuple(out_shape[:-1]) or (1,))
+                                 tuple(out_shape[:-1]) or (1,), cross if related else None)
         return Estimate([Signal(mean, var, out_shape, corr=corr, xcorr=xcorr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()

@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from autoinit_nas import _links
 from autoinit_nas._context import Context, Estimate
 from autoinit_nas._registry import lookup_estimator
 from autoinit_nas._signal import Signal
@@ -70,6 +71,22 @@ def _is_graph_model(op: Any) -> bool:
         return getattr(op, "_functional", None) is not None
     return isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth") and \
         getattr(op, "_inputs", None) is not None
+
+
+def fanout(model: Any) -> dict[int, int]:
+    """How many layer calls of ``model``'s graph read each tensor (by ``id``); the model's
+    outputs count once more."""
+    graph = graph_of(model)
+    counts: dict[int, int] = {}
+    for nodes in graph._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is None or node.is_input:
+                continue
+            for t in {id(t) for t in node.input_tensors}:
+                counts[t] = counts.get(t, 0) + 1
+    for t in graph.outputs:
+        counts[id(t)] = counts.get(id(t), 0) + 1
+    return counts
 
 
 def walk(model: Any, inputs: list[Any], handler: Handler, *, prefix: str = "",
@@ -136,6 +153,7 @@ def estimate_handler(ctx: Context, records: list[tuple[str, Any, Estimate]]) -> 
         for out in est.outputs:
             out.check(f"layer '{path}' ({type(op).__name__})")
         ctx.planned.update(est.weights)
+        _links.propagate(op, node, flat_in, est.outputs, ctx)
         records.append((path, op, est))
         return est.outputs
 

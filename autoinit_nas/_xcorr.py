@@ -373,19 +373,29 @@ def white_xcorr(shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def concat_xcorr(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]],
-                 spatial: tuple[int, ...]) -> np.ndarray | None:
+                 spatial: tuple[int, ...],
+                 cross: Callable[[int, int, int], np.ndarray | None] | None = None
+                 ) -> np.ndarray | None:
     """Correlation of maps concatenated along the channels, each given as ``(var_c, xcorr,
-    corr)``: block diagonal (parts taken as independent of each other); ``None`` over the
-    channel budget, or for images with a part of unknown correlation."""
+    corr)``: block diagonal (parts taken as independent of each other) except where
+    ``cross(i, j, K)`` gives ``Cov(part_i[p], part_j[p + e])`` at lags ``-K .. K`` (sequences
+    related through a fork); ``None`` over the channel budget, or for images with a part of
+    unknown correlation."""
     channels = sum(len(v) for v, _, _ in parts)
     if channels > MAX_CHANNELS or (len(spatial) > 1 and any(x is None for _, x, _ in parts)):
         return None
     ks = _lags(spatial, channels)
     cov = np.zeros(tuple(2 * k + 1 for k in ks) + (channels, channels))
-    start = 0
-    for var_c, xc, corr in parts:
+    starts = np.cumsum([0] + [len(v) for v, _, _ in parts])
+    for (var_c, xc, corr), start in zip(parts, starts, strict=False):
         n = len(var_c)
         cov[..., start:start + n, start:start + n] = _fit_box(
             _covariance(xc, corr, var_c, spatial), ks)
-        start += n
+    for i in range(len(parts) if cross is not None and len(ks) == 1 else 0):
+        for j in range(i + 1, len(parts)):
+            g = cross(i, j, ks[0])
+            if g is not None:
+                si, sj = slice(starts[i], starts[i + 1]), slice(starts[j], starts[j + 1])
+                cov[:, si, sj] += g
+                cov[:, sj, si] += np.swapaxes(g[::-1], -1, -2)
     return correlation_of(cov)

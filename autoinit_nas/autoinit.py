@@ -12,10 +12,10 @@ import numpy as np
 import autoinit_nas._linear  # noqa: F401  (registers estimators)
 import autoinit_nas._ops  # noqa: F401
 import autoinit_nas._rules  # noqa: F401
-from autoinit_nas import _deferred
+from autoinit_nas import _deferred, _links
 from autoinit_nas._context import Context, Estimate, Options
 from autoinit_nas._signal import Signal
-from autoinit_nas._walk import estimate_handler, graph_of, walk
+from autoinit_nas._walk import estimate_handler, fanout, graph_of, walk
 from autoinit_nas._xcorr import white_xcorr
 from autoinit_nas.report import LayerSignal, SignalReport
 
@@ -56,7 +56,12 @@ def _walk_plan(model: Any, options: Options, seed: int, planned: dict | None = N
         ctx.keeps = lambda layer: True  # type: ignore[method-assign]
     records: list[tuple[str, Any, Estimate]] = []
     t0 = time.perf_counter()
-    outputs = walk(graph, _input_signals(graph, options), estimate_handler(ctx, records))
+    inputs = _input_signals(graph, options)
+    ctx.fanout = fanout(graph)
+    for tensor, signal in zip(graph.inputs, inputs, strict=True):
+        if ctx.fanout.get(id(tensor), 0) >= 2:
+            _links.fork(ctx, signal)
+    outputs = walk(graph, inputs, estimate_handler(ctx, records))
     elapsed = time.perf_counter() - t0
     layers = [
         LayerSignal(

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from autoinit_nas import _links
 from autoinit_nas._context import Context, Estimate
 from autoinit_nas._functions import linear_combination
 from autoinit_nas._registry import register_estimator
@@ -75,6 +76,10 @@ class WeightedAdd(keras.layers.Layer):
 def _weighted_add(layer: WeightedAdd, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
     out_shape = tuple(int(d) for d in node.outputs[0].shape[1:])
     n = len(inputs)
+
+    def cross(i: int, j: int, lags: int) -> np.ndarray | None:  # inputs related by a fork
+        return _links.cross_cov(ctx, inputs[i], inputs[j], lags)
+
     if ctx.keeps(layer):
         coeffs = ctx.value(layer.coefficient)
         plan: dict[str, np.ndarray] = {}
@@ -89,12 +94,21 @@ def _weighted_add(layer: WeightedAdd, inputs: list[Signal], ctx: Context, node: 
                 )
         coeffs = np.array([math.sqrt(ctx.target / (v * n)) for v in variances])
         # The exact variance of the sum (realized maps, inputs that are functions of one
-        # Gaussian such as x and f(x)) sets the common scale.
-        total = linear_combination(inputs, coeffs, out_shape, shape_too=False).total_var
+        # Gaussian such as x and f(x), inputs related through a fork) sets the common scale.
+        total = linear_combination(inputs, coeffs, out_shape, shape_too=False,
+                                   cross=cross).total_var
+        if math.isfinite(total) and total <= 1e-9 * ctx.target:
+            from autoinit_nas.errors import SignalError
+            raise SignalError(
+                f"Cannot set the coefficients of layer '{ctx.current_path}' (WeightedAdd): its "
+                f"inputs cancel (the sum has variance {total:.3g} for inputs of variance "
+                f"{', '.join(f'{v:.3g}' for v in variances)}; one is the negative of another). "
+                "Expected inputs that do not cancel."
+            )
         if math.isfinite(total) and total > 0:
             coeffs = coeffs * math.sqrt(ctx.target / total)
         plan = {layer.coefficient.path: coeffs}
-    return Estimate([linear_combination(inputs, coeffs, out_shape)], plan, None)
+    return Estimate([linear_combination(inputs, coeffs, out_shape, cross=cross)], plan, None)
 
 
 def rewrite_residuals(model: keras.Model) -> keras.Model:

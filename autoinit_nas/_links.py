@@ -1,0 +1,362 @@
+"""Cross-covariance with fork ancestors: how a merge sees that its inputs are related.
+
+A merge (``WeightedAdd``, ``Concatenate``) of ``x`` and ``f(x)``, of ``avgpool(x)`` and
+``conv(x)``, or of ``x`` and ``BatchNorm(x)``, sums or stacks inputs that share an ancestor.
+Treated as independent, the sum's variance misses ``2 c_a c_b Cov(a, b)``: up to 2x for a skip
+around a near-linear branch, and the error reaches the head.
+
+Realized mode, channels-last sequences ``(L, C)`` within the channel budget: every tensor read
+by two or more layers (a *fork* ``A``) starts a *link*, and the layers after it carry
+``Cov(s[p, c], A[p r + o + d, a])`` for lags ``d`` in ``A``'s positions (``r`` positions of
+``A`` per position of ``s``, ``o`` an offset), assuming stationarity (edges ignored):
+
+* linear layers (Conv1D, DepthwiseConv1D, SeparableConv1D, Dense on a sequence, average and
+  max pooling) apply their taps to the lags: ``X'[d] = sum_j W_j^T X[d - dil j r]``; max
+  pooling weights each position of the window 1/k (Price's theorem: ``Cov(max, y) = sum_j
+  P(j is the max) Cov(x_j, y)``, alike positions);
+* an elementwise function scales each channel by its Stein factor ``E[(x - mu) f(x)] / var``
+  (exact for jointly Gaussian ``x`` and ``A``; through the Gaussian under ``x`` when known);
+* BatchNormalization scales each channel by ``gamma / sd``; dropout, noise, identity keep it;
+  cropping moves the offset; merges combine their inputs' links;
+* every other layer drops its links (its output is taken as independent, as before).
+
+A merge then takes ``Cov(a, b)`` from their most recent common fork ``A``:
+``Cov(a, b) = Cov(a, A) Cov(A, A)^-1 Cov(A, b)``, exact when ``a`` and ``b`` depend on each
+other only through ``A`` linearly (and exactly ``Cov(a, A)`` when ``b`` is ``A``); over lags
+this is a product per frequency, ``G(w) = X_a(w) S_A(w)^-1 X_b(w)^H``, computed by FFT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import keras
+import numpy as np
+
+from autoinit_nas._moments import _unique_moments
+from autoinit_nas._signal import Signal
+from autoinit_nas._xcorr import MAX_CHANNELS, _covariance, _fit_box, channel_mean
+
+__all__ = ["Link", "common_fork", "cross_cov", "fork", "propagate"]
+
+L = keras.layers
+#: Forks a tensor keeps links to (the most recent ones).
+MAX_FORKS = 3
+#: Longest sequence that starts or carries links.
+MAX_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class Link:
+    """``x[i] = Cov(s[p, :], A[p r + o + lo + i, :])``, shape ``(n, C, C_A)``."""
+
+    x: np.ndarray
+    lo: int
+    r: int
+    o: int
+
+    @property
+    def hi(self) -> int:
+        return self.lo + len(self.x) - 1
+
+
+@dataclass(frozen=True)
+class Root:
+    """A fork: its covariance over lags ``-K .. K`` ``(2K + 1, C, C)`` and its length."""
+
+    cov: np.ndarray
+    length: int
+
+
+def _in_scope(x: Signal) -> bool:
+    return (x.is_map and len(x.shape) == 2 and np.shape(x.var) == tuple(x.shape)
+            and 0 < x.shape[-1] <= MAX_CHANNELS and x.shape[0] <= MAX_LENGTH)
+
+
+def links_of(ctx: Any, x: Signal) -> dict[int, Link]:
+    return ctx.links.get(id(x), {})
+
+
+def fork(ctx: Any, x: Signal) -> None:
+    """Make ``x`` (read by several layers) an ancestor its descendants link to."""
+    if not (ctx.realized and _in_scope(x)):
+        return
+    length, channels = x.shape
+    k = length - 1
+    cov = _fit_box(_covariance(x.xcorr, x.corr, channel_mean(x.var, x.shape), length), (k,))
+    ctx.link_key += 1
+    key = ctx.link_key
+    ctx.roots[key] = Root(cov, length)
+    kept = dict(sorted(links_of(ctx, x).items())[-(MAX_FORKS - 1):])
+    kept[key] = Link(cov, -k, 1, 0)
+    ctx.links[id(x)] = kept
+
+
+# ------------------------------------------------------------------ propagation
+def _clip(link: Link, root: Root) -> Link | None:
+    """Drop lags that no pair of positions reaches (``|lag| > length of A`` plus the offset)."""
+    lo = max(link.lo, -root.length - abs(link.o) - root.length)
+    hi = min(link.hi, root.length + abs(link.o))
+    if hi < lo:
+        return None
+    x = link.x[lo - link.lo: hi - link.lo + 1]
+    live = np.flatnonzero(np.any(x != 0.0, axis=(1, 2)))
+    if not len(live):
+        return None
+    return Link(x[live[0]: live[-1] + 1], lo + int(live[0]), link.r, link.o)
+
+
+def _taps(link: Link, taps: Any, stride: int, dilation: int, pad_left: int) -> Link:
+    """``X'[d] = sum_j W_j^T X[d - dil j r]`` for taps ``(k, C, C')``, a ``("pool", k)`` window
+    mean or a ``("depthwise", kernel (k, C, M))``."""
+    kind, w = taps if isinstance(taps, tuple) else ("dense", taps)
+    k = int(w) if kind == "pool" else w.shape[0]
+    step = dilation * link.r
+    n, c, ca = link.x.shape
+    outs = c if kind == "pool" else c * w.shape[2] if kind == "depthwise" else w.shape[-1]
+    out = np.zeros((n + (k - 1) * step, outs, ca))
+    for j in range(k):
+        part = out[j * step: j * step + n]
+        if kind == "pool":
+            part += link.x / k
+        elif kind == "depthwise":
+            part += (link.x[:, :, None, :] * w[j][None, :, :, None]).reshape(n, outs, ca)
+        else:
+            part += np.einsum("nca,co->noa", link.x, w[j], optimize=True)
+    return Link(out, link.lo, link.r * stride, link.o - pad_left * link.r)
+
+
+def _pad_left(padding: str, length: int, out_len: int, k: int, stride: int, dilation: int
+              ) -> int:
+    if padding == "same":
+        return max((out_len - 1) * stride + (k - 1) * dilation + 1 - length, 0) // 2
+    if padding == "causal":
+        return (k - 1) * dilation
+    return 0
+
+
+def _value(ctx: Any, var: Any) -> np.ndarray:
+    return np.asarray(ctx.value(var), float)
+
+
+def _linear_taps(op: Any, x: Signal, ctx: Any) -> tuple[Any, int, int, str] | None:
+    """(taps (see ``_taps``), stride, dilation, padding) of a layer linear in its input (max
+    pooling: to first order), or None."""
+    if getattr(op, "data_format", "channels_last") != "channels_last":
+        return None
+    if isinstance(op, (L.AveragePooling1D, L.MaxPooling1D)):
+        return ("pool", int(op.pool_size[0])), int(op.strides[0]), 1, op.padding
+    if isinstance(op, L.Dense):
+        return _value(ctx, op.kernel)[None], 1, 1, "valid"
+    if isinstance(op, L.SeparableConv1D):
+        dw = _value(ctx, op.depthwise_kernel)  # (k, C, M)
+        pw = _value(ctx, op.pointwise_kernel)[0]  # (C M, O)
+        k, c, m = dw.shape
+        taps = np.einsum("kcm,cmo->kco", dw, pw.reshape(c, m, -1))
+        return taps, int(op.strides[0]), int(op.dilation_rate[0]), op.padding
+    if isinstance(op, L.DepthwiseConv1D):
+        dw = _value(ctx, op.kernel)  # (k, C, M)
+        return ("depthwise", dw), int(op.strides[0]), int(op.dilation_rate[0]), op.padding
+    if isinstance(op, L.Conv1D) and getattr(op, "groups", 1) == 1 and \
+            type(op).__name__ == "Conv1D":
+        return _value(ctx, op.kernel), int(op.strides[0]), int(op.dilation_rate[0]), op.padding
+    return None
+
+
+@lru_cache(maxsize=4)
+def _gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    z, w = np.polynomial.hermite_e.hermegauss(n)
+    return z, w / w.sum()
+
+
+def _stein(fn: Any, x: Signal) -> np.ndarray | None:
+    """Per channel, ``Cov(f(x), y) / Cov(x, y)`` for any y jointly Gaussian with the Gaussian
+    under ``x`` (averaged over positions)."""
+    from autoinit_nas._functions import as_numpy_fn
+
+    f = as_numpy_fn(fn)
+    z, w = _gauss_hermite(32)
+    if x.source is not None:
+        mean, var = np.broadcast_to(x.source.mean, x.shape), np.broadcast_to(x.source.var, x.shape)
+        inner = x.source.fn
+    else:
+        mean, var, inner = np.broadcast_to(x.mean, x.shape), np.broadcast_to(x.var, x.shape), None
+    sd = np.sqrt(np.maximum(var, 0.0)).reshape(-1)
+    keys, inverse = _unique_moments(np.ascontiguousarray(mean, float).reshape(-1), sd)
+    g = keys[:, :1] + keys[:, 1:2] * z[None, :]
+    with np.errstate(all="ignore"):
+        h = np.asarray(inner(g), float) if inner is not None else g
+        out = np.asarray(f(h), float)
+    if not (np.all(np.isfinite(out)) and np.all(np.isfinite(h))):
+        return None
+    # E[(G - mu) f(h(G))] / E[(G - mu) h(G)]: both are sd * E[d/dG], so their ratio is the gain
+    num = ((out * z[None, :]) @ w)[inverse].reshape(x.shape)
+    den = ((h * z[None, :]) @ w)[inverse].reshape(x.shape)
+    den_c = np.mean(den, axis=0)
+    ok = np.abs(den_c) > 1e-9 * max(float(np.max(np.abs(den_c), initial=0.0)), 1e-300)
+    return np.where(ok, np.mean(num, axis=0) / np.where(ok, den_c, 1.0), 0.0)
+
+
+def _scaled(links: dict[int, Link], scale: np.ndarray) -> dict[int, Link]:
+    return {k: Link(v.x * scale[None, :, None], v.lo, v.r, v.o) for k, v in links.items()}
+
+
+def _aligned(parts: list[tuple[Link | None, int]], channels: int, ca: int) -> Link | None:
+    """Links of the parts of a merge, stacked along the channels (offsets ``channel_start``):
+    one link over the union of their lags; parts without one contribute zeros."""
+    present = [lk for lk, _ in parts if lk is not None]
+    if not present or len({(lk.r, lk.o) for lk in present}) != 1:
+        return None
+    lo, hi = min(lk.lo for lk in present), max(lk.hi for lk in present)
+    out = np.zeros((hi - lo + 1, channels, ca))
+    for lk, start in parts:
+        if lk is not None:
+            out[lk.lo - lo: lk.hi - lo + 1, start: start + lk.x.shape[1]] += lk.x
+    return Link(out, lo, present[0].r, present[0].o)
+
+
+def _merge_links(inputs: list[Signal], ctx: Any, coeffs: np.ndarray | None) -> dict[int, Link]:
+    """WeightedAdd (``coeffs``) or channel Concatenate (``None``) of the inputs' links."""
+    all_links = [links_of(ctx, x) for x in inputs]
+    keys = sorted(set().union(*all_links))[-MAX_FORKS:]
+    out = {}
+    for key in keys:
+        ca = ctx.roots[key].cov.shape[-1]
+        if coeffs is None:
+            starts = np.cumsum([0] + [x.shape[-1] for x in inputs])[:-1]
+            parts = [(lk.get(key), int(s)) for lk, s in zip(all_links, starts, strict=True)]
+            merged = _aligned(parts, int(sum(x.shape[-1] for x in inputs)), ca)
+        else:
+            parts = []
+            for lk, c in zip(all_links, coeffs, strict=True):
+                one = lk.get(key)
+                parts.append((None if one is None else Link(c * one.x, one.lo, one.r, one.o), 0))
+            merged = _aligned(parts, inputs[0].shape[-1], ca)
+        if merged is not None:
+            out[key] = merged
+    return out
+
+
+def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], ctx: Any,
+              coeffs: np.ndarray | None = None) -> None:
+    """Give ``outputs[0]`` its links from the inputs' (see the module notes), and make it a fork
+    if several layers read it."""
+    if not ctx.realized or len(outputs) != 1:
+        return
+    out = outputs[0]
+    result = None
+    if _in_scope(out) and inputs and any(id(x) in ctx.links for x in inputs):
+        result = _rule(op, inputs, out, ctx)
+    if result:
+        ctx.links[id(out)] = result
+    elif id(out) in ctx.links and not any(out is x for x in inputs):
+        del ctx.links[id(out)]
+    if ctx.fanout.get(id(node.outputs[0]), 0) >= 2:
+        fork(ctx, out)
+
+
+def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Link] | None:
+    from autoinit_nas.parametric_activation import ParametricActivation
+    from autoinit_nas.weighted_add import WeightedAdd
+
+    x = inputs[0]
+    if isinstance(op, WeightedAdd):
+        if not all(_in_scope(i) and i.shape == out.shape for i in inputs):
+            return None
+        return _merge_links(inputs, ctx, _value(ctx, op.coefficient))
+    if isinstance(op, L.Concatenate):
+        if op.axis not in (-1, 2) or not all(_in_scope(i) and i.shape[0] == out.shape[0]
+                                             for i in inputs):
+            return None
+        return _merge_links(inputs, ctx, None)
+    links = links_of(ctx, x)
+    if not links or not _in_scope(x):
+        return None
+    if isinstance(op, (L.Dropout, L.SpatialDropout1D, L.GaussianNoise, L.GaussianDropout,
+                       L.Identity)):
+        return links
+    if isinstance(op, (L.Activation, ParametricActivation)):
+        gain = _stein(op.activation if isinstance(op, L.Activation) else op, x)
+        return None if gain is None else _scaled(links, gain)
+    if isinstance(op, L.BatchNormalization):
+        if op.axis not in (-1, 2):
+            return None
+        mu = np.mean(x.mean, axis=0)
+        var = np.mean(x.var + np.square(x.mean), axis=0) - mu**2
+        gamma = _value(ctx, op.gamma) if op.gamma is not None else 1.0
+        return _scaled(links, gamma / np.sqrt(var + float(op.epsilon)))
+    if isinstance(op, L.Cropping1D):
+        a = int(op.cropping[0])
+        return {k: Link(v.x, v.lo, v.r, v.o + a * v.r) for k, v in links.items()}
+    spec = _linear_taps(op, x, ctx)
+    if spec is None:
+        return None
+    taps, stride, dilation, padding = spec
+    k = int(taps[1]) if isinstance(taps, tuple) and taps[0] == "pool" else \
+        (taps[1] if isinstance(taps, tuple) else taps).shape[0]
+    pad = _pad_left(padding, x.shape[0], out.shape[0], k, stride, dilation)
+    result = {}
+    for key, link in links.items():
+        moved = _clip(_taps(link, taps, stride, dilation, pad), ctx.roots[key])
+        if moved is not None:
+            result[key] = moved
+    return result
+
+
+# ------------------------------------------------------------------ merges
+def _fft_of(x: np.ndarray, lo: int, n: int) -> np.ndarray:
+    """Real DFT over lags of ``x`` (``x[i]`` at lag ``lo + i``) on a circle of ``n``."""
+    buf = np.zeros((n, *x.shape[1:]))
+    idx = (lo + np.arange(len(x))) % n
+    np.add.at(buf, idx, x)
+    return np.fft.rfft(buf, axis=0)
+
+
+def common_fork(ctx: Any, a: Signal, b: Signal) -> int | None:
+    """The most recent fork both ``a`` and ``b`` link to at the same resolution, or None."""
+    la, lb = links_of(ctx, a), links_of(ctx, b)
+    common = [k for k in la if k in lb and la[k].r == lb[k].r]
+    return max(common) if common else None
+
+
+def cross_cov(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:
+    """``Cov(a[p, :], b[p + e, :])`` for ``e = -lags .. lags`` ``(2 lags + 1, C_a, C_b)``
+    through their most recent common fork; None when they share none."""
+    memo = (id(a), id(b), lags)
+    if memo not in ctx.link_memo:
+        ctx.link_memo[memo] = _cross_cov(ctx, a, b, lags)
+    return ctx.link_memo[memo]
+
+
+def _cross_cov(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:
+    key = common_fork(ctx, a, b)
+    if key is None:
+        return None
+    xa, xb, root = links_of(ctx, a)[key], links_of(ctx, b)[key], ctx.roots[key]
+    k_root = (len(root.cov) - 1) // 2
+    live = np.flatnonzero(np.any(root.cov != 0.0, axis=(1, 2)))
+    k_eff = int(np.max(np.abs(live - k_root), initial=0))
+    shift = np.arange(-lags, lags + 1) * xa.r + xb.o - xa.o
+    span = (xa.hi - xa.lo) + (xb.hi - xb.lo) + 8 * k_eff + 2 + 2 * int(np.max(np.abs(shift)))
+    n = 1 << int(np.ceil(np.log2(max(span, 8))))
+    fa = _fft_of(xa.x, xa.lo, n)
+    fb = _fft_of(xb.x, xb.lo, n)
+    inv = _inverse_spectrum(ctx, key, root.cov[k_root - k_eff: k_root + k_eff + 1], k_eff, n)
+    g = np.fft.irfft(fa @ inv @ np.conj(np.swapaxes(fb, -1, -2)), n=n, axis=0)
+    return g[shift % n]
+
+
+def _inverse_spectrum(ctx: Any, key: int, cov: np.ndarray, k: int, n: int) -> np.ndarray:
+    """Pseudo-inverse of the fork's spectral density at the ``n``-point real DFT frequencies."""
+    memo = ("inverse", key, n)
+    if memo not in ctx.link_memo:
+        # no correlation between positions (a model input): the same matrix at every frequency
+        fs = cov[:1] if k == 0 else _fft_of(cov, -k, n)
+        fs = 0.5 * (fs + np.conj(np.swapaxes(fs, -1, -2)))  # Hermitian per frequency
+        w, v = np.linalg.eigh(fs)
+        floor = 1e-9 * max(float(np.max(w, initial=0.0)), 1e-300)
+        inv_w = np.where(w > floor, 1.0 / np.where(w > floor, w, 1.0), 0.0)
+        ctx.link_memo[memo] = (v * inv_w[:, None, :]) @ np.conj(np.swapaxes(v, -1, -2))
+    return ctx.link_memo[memo]
