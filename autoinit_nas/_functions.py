@@ -294,7 +294,7 @@ def linear_combination(
         var_cs = [channel_mean(x.var, tuple(out_shape)) for x in parts]
         spatial = tuple(out_shape[:-1]) or (1,)
         ungrouped = len(parts) == len(xs) and all(p is x for p, x in zip(parts, xs, strict=True))
-        related = _related(ungrouped and len(out_shape) == 2, cross, cs, var_cs, out_shape)
+        related = _related(ungrouped and len(out_shape) == 2, cross, cs, out_shape)
         if related is not None:  # covariance of the sum, cross terms included
             cov = related + sum(c * c * _covariance(x.xcorr, x.corr, v, spatial)
                                 for c, v, x in zip(cs, var_cs, parts, strict=True))
@@ -315,8 +315,7 @@ def linear_combination(
 
 
 def _related(ok: bool, cross: Callable[[int, int, int], np.ndarray | None] | None,
-             cs: list[float], var_cs: list[np.ndarray], out_shape: tuple[int, ...]
-             ) -> np.ndarray | None:
+             cs: list[float], out_shape: tuple[int, ...]) -> np.ndarray | None:
     """``sum_{i != j} c_i c_j Cov(x_i[p], x_j[p + e])`` over lags ``(2K + 1, C, C)``, or None
     when no pair of inputs is related."""
     if not ok or cross is None or len(cs) < 2:

@@ -96,9 +96,10 @@ def fork(ctx: Any, x: Signal) -> None:
 
 # ------------------------------------------------------------------ propagation
 def _clip(link: Link, root: Root) -> Link | None:
-    """Drop lags that no pair of positions reaches (``|lag| > length of A`` plus the offset)."""
-    lo = max(link.lo, -root.length - abs(link.o) - root.length)
-    hi = min(link.hi, root.length + abs(link.o))
+    """Drop lags no pair of positions reaches (beyond twice the fork's length plus the offset)
+    and all-zero lags at either end; None when nothing is left."""
+    bound = 2 * root.length + abs(link.o)
+    lo, hi = max(link.lo, -bound), min(link.hi, bound)
     if hi < lo:
         return None
     x = link.x[lo - link.lo: hi - link.lo + 1]
@@ -108,11 +109,10 @@ def _clip(link: Link, root: Root) -> Link | None:
     return Link(x[live[0]: live[-1] + 1], lo + int(live[0]), link.r, link.o)
 
 
-def _taps(link: Link, taps: Any, stride: int, dilation: int, pad_left: int) -> Link:
-    """``X'[d] = sum_j W_j^T X[d - dil j r]`` for taps ``(k, C, C')``, a ``("pool", k)`` window
-    mean or a ``("depthwise", kernel (k, C, M))``."""
-    kind, w = taps if isinstance(taps, tuple) else ("dense", taps)
-    k = int(w) if kind == "pool" else w.shape[0]
+def _taps(link: Link, kind: str, w: Any, k: int, stride: int, dilation: int, pad_left: int
+          ) -> Link:
+    """``X'[d] = sum_j W_j^T X[d - dil j r]`` over ``k`` taps: ``"dense"`` taps ``w`` ``(k, C,
+    C')``, a ``"pool"`` window mean, or ``"depthwise"`` with ``w`` ``(k, C, M)``."""
     step = dilation * link.r
     n, c, ca = link.x.shape
     outs = c if kind == "pool" else c * w.shape[2] if kind == "depthwise" else w.shape[-1]
@@ -141,27 +141,30 @@ def _value(ctx: Any, var: Any) -> np.ndarray:
     return np.asarray(ctx.value(var), float)
 
 
-def _linear_taps(op: Any, x: Signal, ctx: Any) -> tuple[Any, int, int, str] | None:
-    """(taps (see ``_taps``), stride, dilation, padding) of a layer linear in its input (max
-    pooling: to first order), or None."""
+def _linear_taps(op: Any, ctx: Any) -> tuple[str, Any, int, int, int, str] | None:
+    """(kind, taps, k, stride, dilation, padding) of a layer linear in its input (max pooling:
+    to first order) for ``_taps``, or None."""
     if getattr(op, "data_format", "channels_last") != "channels_last":
         return None
     if isinstance(op, (L.AveragePooling1D, L.MaxPooling1D)):
-        return ("pool", int(op.pool_size[0])), int(op.strides[0]), 1, op.padding
+        k = int(op.pool_size[0])
+        return "pool", None, k, int(op.strides[0]), 1, op.padding
     if isinstance(op, L.Dense):
-        return _value(ctx, op.kernel)[None], 1, 1, "valid"
+        return "dense", _value(ctx, op.kernel)[None], 1, 1, 1, "valid"
     if isinstance(op, L.SeparableConv1D):
         dw = _value(ctx, op.depthwise_kernel)  # (k, C, M)
         pw = _value(ctx, op.pointwise_kernel)[0]  # (C M, O)
         k, c, m = dw.shape
         taps = np.einsum("kcm,cmo->kco", dw, pw.reshape(c, m, -1))
-        return taps, int(op.strides[0]), int(op.dilation_rate[0]), op.padding
+        return "dense", taps, k, int(op.strides[0]), int(op.dilation_rate[0]), op.padding
     if isinstance(op, L.DepthwiseConv1D):
         dw = _value(ctx, op.kernel)  # (k, C, M)
-        return ("depthwise", dw), int(op.strides[0]), int(op.dilation_rate[0]), op.padding
-    if isinstance(op, L.Conv1D) and getattr(op, "groups", 1) == 1 and \
-            type(op).__name__ == "Conv1D":
-        return _value(ctx, op.kernel), int(op.strides[0]), int(op.dilation_rate[0]), op.padding
+        return ("depthwise", dw, dw.shape[0], int(op.strides[0]), int(op.dilation_rate[0]),
+                op.padding)
+    if type(op) is L.Conv1D and getattr(op, "groups", 1) == 1:
+        kernel = _value(ctx, op.kernel)
+        return ("dense", kernel, kernel.shape[0], int(op.strides[0]), int(op.dilation_rate[0]),
+                op.padding)
     return None
 
 
@@ -204,8 +207,9 @@ def _scaled(links: dict[int, Link], scale: np.ndarray) -> dict[int, Link]:
 
 
 def _aligned(parts: list[tuple[Link | None, int]], channels: int, ca: int) -> Link | None:
-    """Links of the parts of a merge, stacked along the channels (offsets ``channel_start``):
-    one link over the union of their lags; parts without one contribute zeros."""
+    """The parts' links to one fork, each ``(link, first channel)``, added into one link of
+    ``channels`` channels over the union of their lags (parts without one: zeros); None when
+    the parts sit at different positions of the fork."""
     present = [lk for lk, _ in parts if lk is not None]
     if not present or len({(lk.r, lk.o) for lk in present}) != 1:
         return None
@@ -252,7 +256,7 @@ def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], c
     if result:
         ctx.links[id(out)] = result
     elif id(out) in ctx.links and not any(out is x for x in inputs):
-        del ctx.links[id(out)]
+        del ctx.links[id(out)]  # a new signal: no links (an input passed through keeps its own)
     if ctx.fanout.get(id(node.outputs[0]), 0) >= 2:
         fork(ctx, out)
 
@@ -283,23 +287,22 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
     if isinstance(op, L.BatchNormalization):
         if op.axis not in (-1, 2):
             return None
-        mu = np.mean(x.mean, axis=0)
-        var = np.mean(x.var + np.square(x.mean), axis=0) - mu**2
+        mean = np.broadcast_to(x.mean, x.shape)
+        mu = np.mean(mean, axis=0)
+        var = np.mean(x.var + np.square(mean), axis=0) - mu**2
         gamma = _value(ctx, op.gamma) if op.gamma is not None else 1.0
         return _scaled(links, gamma / np.sqrt(var + float(op.epsilon)))
     if isinstance(op, L.Cropping1D):
         a = int(op.cropping[0])
         return {k: Link(v.x, v.lo, v.r, v.o + a * v.r) for k, v in links.items()}
-    spec = _linear_taps(op, x, ctx)
+    spec = _linear_taps(op, ctx)
     if spec is None:
         return None
-    taps, stride, dilation, padding = spec
-    k = int(taps[1]) if isinstance(taps, tuple) and taps[0] == "pool" else \
-        (taps[1] if isinstance(taps, tuple) else taps).shape[0]
+    kind, taps, k, stride, dilation, padding = spec
     pad = _pad_left(padding, x.shape[0], out.shape[0], k, stride, dilation)
     result = {}
     for key, link in links.items():
-        moved = _clip(_taps(link, taps, stride, dilation, pad), ctx.roots[key])
+        moved = _clip(_taps(link, kind, taps, k, stride, dilation, pad), ctx.roots[key])
         if moved is not None:
             result[key] = moved
     return result

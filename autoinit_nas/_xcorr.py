@@ -387,7 +387,7 @@ def concat_xcorr(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | N
     ks = _lags(spatial, channels)
     cov = np.zeros(tuple(2 * k + 1 for k in ks) + (channels, channels))
     starts = np.cumsum([0] + [len(v) for v, _, _ in parts])
-    for (var_c, xc, corr), start in zip(parts, starts, strict=False):
+    for (var_c, xc, corr), start in zip(parts, starts[:-1], strict=True):
         n = len(var_c)
         cov[..., start:start + n, start:start + n] = _fit_box(
             _covariance(xc, corr, var_c, spatial), ks)
