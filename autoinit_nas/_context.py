@@ -89,7 +89,7 @@ class Context:
         # links to fork ancestors (``_links.py``): id(signal) -> {fork key: Link}
         self.links: dict[int, dict[int, Any]] = {}
         self.roots: dict[int, Any] = {}  # fork key -> Root
-        self.fanout: dict[int, int] = {}  # id(tensor) -> layers reading it
+        self.forks: set[int] = set()  # id(tensor) of the forks worth linking to
         self.link_key = 0
         self.link_memo: dict[Any, Any] = {}
 

@@ -20,7 +20,8 @@ by two or more layers (a *fork* ``A``) starts a *link*, and the layers after it 
   cropping moves the offset; merges combine their inputs' links;
 * every other layer drops its links (its output is taken as independent, as before).
 
-A merge then takes ``Cov(a, b)`` from their most recent common fork ``A``:
+Only forks that are the latest common fork of two inputs of some merge are linked to (the
+others' links would never be read). A merge then takes ``Cov(a, b)`` from that fork ``A``:
 ``Cov(a, b) = Cov(a, A) Cov(A, A)^-1 Cov(A, b)``, exact when ``a`` and ``b`` depend on each
 other only through ``A`` linearly (and exactly ``Cov(a, A)`` when ``b`` is ``A``); over lags
 this is a product per frequency, ``G(w) = X_a(w) S_A(w)^-1 X_b(w)^H``, computed by FFT.
@@ -39,7 +40,7 @@ from autoinit_nas._moments import _unique_moments
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import MAX_CHANNELS, _covariance, _fit_box, channel_mean
 
-__all__ = ["Link", "common_fork", "cross_cov", "fork", "propagate"]
+__all__ = ["Link", "common_fork", "cross_cov", "fork", "merge_forks", "propagate"]
 
 L = keras.layers
 #: Forks a tensor keeps links to (the most recent ones).
@@ -64,10 +65,12 @@ class Link:
 
 @dataclass(frozen=True)
 class Root:
-    """A fork: its covariance over lags ``-K .. K`` ``(2K + 1, C, C)`` and its length."""
+    """A fork: its covariance over lags ``-K .. K`` ``(2K + 1, C, C)``, its length, and the link
+    it gives itself (passed on unchanged by identity-like layers)."""
 
     cov: np.ndarray
     length: int
+    self_link: Link
 
 
 def _in_scope(x: Signal) -> bool:
@@ -88,10 +91,45 @@ def fork(ctx: Any, x: Signal) -> None:
     cov = _fit_box(_covariance(x.xcorr, x.corr, channel_mean(x.var, x.shape), length), (k,))
     ctx.link_key += 1
     key = ctx.link_key
-    ctx.roots[key] = Root(cov, length)
+    own = Link(cov, -k, 1, 0)
+    ctx.roots[key] = Root(cov, length, own)
     kept = dict(sorted(links_of(ctx, x).items())[-(MAX_FORKS - 1):])
-    kept[key] = Link(cov, -k, 1, 0)
+    kept[key] = own
     ctx.links[id(x)] = kept
+
+
+def merge_forks(graph: Any, fanout: dict[int, int]) -> set[int]:
+    """The tensors (by ``id``) worth linking to: those read by two or more layers that are the
+    latest common fork of two inputs of some merge (no other fork's links are ever used)."""
+    from autoinit_nas.weighted_add import WeightedAdd
+
+    order: dict[int, int] = {}  # fork -> walk order
+    above: dict[int, frozenset[int]] = {}  # tensor -> forks it descends from
+
+    def mark(tensor: Any, parents: frozenset[int]) -> None:
+        if fanout.get(id(tensor), 0) >= 2:
+            order[id(tensor)] = len(order)
+            parents = parents | {id(tensor)}
+        above[id(tensor)] = parents
+
+    for tensor in graph.inputs:
+        mark(tensor, frozenset())
+    useful: set[int] = set()
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            ins = [above.get(id(t), frozenset()) for t in node.input_tensors]
+            if isinstance(node.operation, (WeightedAdd, L.Concatenate)):
+                for i in range(len(ins)):
+                    for j in range(i + 1, len(ins)):
+                        common = ins[i] & ins[j]
+                        if common:
+                            useful.add(max(common, key=order.__getitem__))
+            parents = frozenset().union(*ins)
+            for tensor in node.outputs:
+                mark(tensor, parents)
+    return useful
 
 
 # ------------------------------------------------------------------ propagation
@@ -124,7 +162,7 @@ def _taps(link: Link, kind: str, w: Any, k: int, stride: int, dilation: int, pad
         elif kind == "depthwise":
             part += (link.x[:, :, None, :] * w[j][None, :, :, None]).reshape(n, outs, ca)
         else:
-            part += np.einsum("nca,co->noa", link.x, w[j], optimize=True)
+            part += np.matmul(w[j].T, link.x)  # (C', C) @ (n, C, C_A)
     return Link(out, link.lo, link.r * stride, link.o - pad_left * link.r)
 
 
@@ -257,7 +295,7 @@ def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], c
         ctx.links[id(out)] = result
     elif id(out) in ctx.links and not any(out is x for x in inputs):
         del ctx.links[id(out)]  # a new signal: no links (an input passed through keeps its own)
-    if ctx.fanout.get(id(node.outputs[0]), 0) >= 2:
+    if id(node.outputs[0]) in ctx.forks:
         fork(ctx, out)
 
 
@@ -312,8 +350,7 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
 def _fft_of(x: np.ndarray, lo: int, n: int) -> np.ndarray:
     """Real DFT over lags of ``x`` (``x[i]`` at lag ``lo + i``) on a circle of ``n``."""
     buf = np.zeros((n, *x.shape[1:]))
-    idx = (lo + np.arange(len(x))) % n
-    np.add.at(buf, idx, x)
+    buf[(lo + np.arange(len(x))) % n] = x  # len(x) <= n: no index repeats
     return np.fft.rfft(buf, axis=0)
 
 
@@ -338,28 +375,41 @@ def _cross_cov(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:
     if key is None:
         return None
     xa, xb, root = links_of(ctx, a)[key], links_of(ctx, b)[key], ctx.roots[key]
+    shift = np.arange(-lags, lags + 1) * xa.r + xb.o - xa.o
+    if xb is root.self_link or xa is root.self_link:  # one input is the fork: G = its link
+        if xb is root.self_link:  # Cov(a[p], A[p r + o_b + m]): a's link at lag m
+            return _at(xa.x, xa.lo, shift)
+        return np.swapaxes(_at(xb.x, xb.lo, -shift), -1, -2)  # Cov(b[p + e], a[p])^T
     k_root = (len(root.cov) - 1) // 2
     live = np.flatnonzero(np.any(root.cov != 0.0, axis=(1, 2)))
     k_eff = int(np.max(np.abs(live - k_root), initial=0))
-    shift = np.arange(-lags, lags + 1) * xa.r + xb.o - xa.o
-    span = (xa.hi - xa.lo) + (xb.hi - xb.lo) + 8 * k_eff + 2 + 2 * int(np.max(np.abs(shift)))
-    n = 1 << int(np.ceil(np.log2(max(span, 8))))
+    span = len(xa.x) + len(xb.x) + 2 * k_eff + 2 * int(np.max(np.abs(shift))) + 2
+    n = 1 << int(np.ceil(np.log2(max(2 * span, 8))))
     fa = _fft_of(xa.x, xa.lo, n)
     fb = _fft_of(xb.x, xb.lo, n)
-    inv = _inverse_spectrum(ctx, key, root.cov[k_root - k_eff: k_root + k_eff + 1], k_eff, n)
-    g = np.fft.irfft(fa @ inv @ np.conj(np.swapaxes(fb, -1, -2)), n=n, axis=0)
+    fs = _spectrum(ctx, key, root.cov[k_root - k_eff: k_root + k_eff + 1], k_eff, n)
+    # X_a S^-1 X_b^H per frequency (S + eps I: the fork's channels may be linearly dependent,
+    # and X_b lies in the range of S)
+    g = np.fft.irfft(fa @ np.linalg.solve(fs, np.conj(np.swapaxes(fb, -1, -2))), n=n, axis=0)
     return g[shift % n]
 
 
-def _inverse_spectrum(ctx: Any, key: int, cov: np.ndarray, k: int, n: int) -> np.ndarray:
-    """Pseudo-inverse of the fork's spectral density at the ``n``-point real DFT frequencies."""
-    memo = ("inverse", key, n)
+def _at(x: np.ndarray, lo: int, lags: np.ndarray) -> np.ndarray:
+    """``x`` (``x[i]`` at lag ``lo + i``) at ``lags``, zero outside."""
+    idx = lags - lo
+    inside = (idx >= 0) & (idx < len(x))
+    out = np.zeros((len(lags), *x.shape[1:]))
+    out[inside] = x[idx[inside]]
+    return out
+
+
+def _spectrum(ctx: Any, key: int, cov: np.ndarray, k: int, n: int) -> np.ndarray:
+    """The fork's spectral density at the ``n``-point real DFT frequencies, Hermitian and
+    lifted by a tiny ridge so that it can be solved against."""
+    memo = ("spectrum", key, n)
     if memo not in ctx.link_memo:
-        # no correlation between positions (a model input): the same matrix at every frequency
-        fs = cov[:1] if k == 0 else _fft_of(cov, -k, n)
-        fs = 0.5 * (fs + np.conj(np.swapaxes(fs, -1, -2)))  # Hermitian per frequency
-        w, v = np.linalg.eigh(fs)
-        floor = 1e-9 * max(float(np.max(w, initial=0.0)), 1e-300)
-        inv_w = np.where(w > floor, 1.0 / np.where(w > floor, w, 1.0), 0.0)
-        ctx.link_memo[memo] = (v * inv_w[:, None, :]) @ np.conj(np.swapaxes(v, -1, -2))
+        fs = _fft_of(cov, -k, n)
+        fs = 0.5 * (fs + np.conj(np.swapaxes(fs, -1, -2)))
+        ridge = 1e-10 * max(float(np.trace(cov[k])) / cov.shape[-1], 1e-300)
+        ctx.link_memo[memo] = fs + ridge * np.eye(cov.shape[-1])
     return ctx.link_memo[memo]

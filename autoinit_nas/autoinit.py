@@ -57,9 +57,10 @@ def _walk_plan(model: Any, options: Options, seed: int, planned: dict | None = N
     records: list[tuple[str, Any, Estimate]] = []
     t0 = time.perf_counter()
     inputs = _input_signals(graph, options)
-    ctx.fanout = fanout(graph)
+    if ctx.realized:
+        ctx.forks = _links.merge_forks(graph, fanout(graph))
     for tensor, signal in zip(graph.inputs, inputs, strict=True):
-        if ctx.fanout.get(id(tensor), 0) >= 2:
+        if id(tensor) in ctx.forks:
             _links.fork(ctx, signal)
     outputs = walk(graph, inputs, estimate_handler(ctx, records))
     elapsed = time.perf_counter() - t0

@@ -73,6 +73,12 @@ def test_the_cross_covariance_with_the_fork_itself_is_the_link() -> None:
         if link.lo <= d <= link.hi:
             want[e + 6] = link.x[d - link.lo]
     np.testing.assert_allclose(got, want, atol=1e-9 * np.max(np.abs(want)))
+    # the general route (by FFT, through the fork's inverse spectrum) gives the same
+    root = ctx.roots[key]
+    ctx.roots[key] = _links.Root(root.cov, root.length, _links.Link(root.cov, -1, 1, 0))
+    ctx.link_memo.clear()
+    general = _links.cross_cov(ctx, sig["branch"], sig["h"], 6)
+    np.testing.assert_allclose(general, want, atol=1e-6 * np.max(np.abs(want)))
 
 
 def test_inputs_of_separate_model_inputs_share_no_fork() -> None:
