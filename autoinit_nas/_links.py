@@ -281,8 +281,8 @@ def _merge_links(inputs: list[Signal], ctx: Any, coeffs: np.ndarray | None) -> d
     return out
 
 
-def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], ctx: Any,
-              coeffs: np.ndarray | None = None) -> None:
+def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], ctx: Any
+              ) -> None:
     """Give ``outputs[0]`` its links from the inputs' (see the module notes), and make it a fork
     if several layers read it."""
     if not ctx.realized or len(outputs) != 1:
