@@ -1,6 +1,6 @@
 """Cross-covariance with fork ancestors: how a merge sees that its inputs are related.
 
-A merge (``WeightedAdd``, ``Concatenate``) of ``x`` and ``f(x)``, of ``avgpool(x)`` and
+A merge (``WeightedAdd``, ``Add``, ``Subtract``, ``Average``, ``Concatenate``) of ``x`` and ``f(x)``, of ``avgpool(x)`` and
 ``conv(x)``, or of ``x`` and ``BatchNorm(x)``, sums or stacks inputs that share an ancestor.
 Treated as independent, the sum's variance misses ``2 c_a c_b Cov(a, b)``: up to 2x for a skip
 around a near-linear branch, and the error reaches the head.
@@ -47,6 +47,8 @@ L = keras.layers
 MAX_FORKS = 3
 #: Longest sequence that starts or carries links.
 MAX_LENGTH = 128
+#: Keras merges whose inputs' covariance is used (with WeightedAdd).
+_MERGES = (L.Add, L.Subtract, L.Average, L.Concatenate)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def merge_forks(graph: Any, fanout: dict[int, int]) -> set[int]:
             if node.operation is None or node.is_input:
                 continue
             ins = [above.get(id(t), frozenset()) for t in node.input_tensors]
-            if isinstance(node.operation, (WeightedAdd, L.Concatenate)):
+            if isinstance(node.operation, _MERGES + (WeightedAdd,)):
                 for i in range(len(ins)):
                     for j in range(i + 1, len(ins)):
                         common = ins[i] & ins[j]
@@ -308,6 +310,13 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
         if not all(_in_scope(i) and i.shape == out.shape for i in inputs):
             return None
         return _merge_links(inputs, ctx, _value(ctx, op.coefficient))
+    linear = {L.Add: "add", L.Subtract: "subtract", L.Average: "average"}.get(type(op))
+    if linear is not None:
+        from autoinit_nas._rules import merge_coefficients
+
+        if not all(_in_scope(i) and i.shape == out.shape for i in inputs):
+            return None
+        return _merge_links(inputs, ctx, np.asarray(merge_coefficients(linear, len(inputs))))
     if isinstance(op, L.Concatenate):
         if op.axis not in (-1, 2) or not all(_in_scope(i) and i.shape[0] == out.shape[0]
                                              for i in inputs):

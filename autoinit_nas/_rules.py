@@ -40,7 +40,7 @@ from autoinit_nas._xcorr import (
     sequence_xcorr,
 )
 
-__all__ = ["run_on_maps", "merge_signals"]
+__all__ = ["merge_coefficients", "merge_signals", "run_on_maps"]
 
 L = keras.layers
 
@@ -118,12 +118,20 @@ def _softmax_layer(layer: Any, inputs: list[Signal], ctx: Context, node: Any) ->
 
 
 # ---------------------------------------------------------------- merges
-def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...]) -> Signal:
-    """Add, subtract, average, multiply, maximum, minimum of independent inputs."""
-    coeffs = {"add": [1.0] * len(xs), "subtract": [1.0, -1.0],
-              "average": [1.0 / len(xs)] * len(xs)}.get(kind)
+def merge_coefficients(kind: str, n: int) -> list[float] | None:
+    """The coefficients of a linear merge (add, subtract, average) of ``n`` inputs, else None."""
+    return {"add": [1.0] * n, "subtract": [1.0, -1.0], "average": [1.0 / n] * n}.get(kind)
+
+
+def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...],
+                  ctx: Context | None = None) -> Signal:
+    """Add, subtract, average, multiply, maximum, minimum of independent inputs (linear merges
+    of inputs related through a fork: with their covariance, given the walk's ``ctx``)."""
+    coeffs = merge_coefficients(kind, len(xs))
     if coeffs is not None:
-        return linear_combination(xs, coeffs, out_shape)
+        def cross(i: int, j: int, lags: int) -> np.ndarray | None:
+            return None if ctx is None else _links.cross_cov(ctx, xs[i], xs[j], lags)
+        return linear_combination(xs, coeffs, out_shape, cross=cross)
     ms = [x.mean for x in xs]
     vs = [x.var for x in xs]
     if kind == "multiply":
@@ -148,7 +156,7 @@ for _cls, _kind in ((L.Add, "add"), (L.Subtract, "subtract"), (L.Average, "avera
                     (L.Multiply, "multiply"), (L.Maximum, "maximum"), (L.Minimum, "minimum")):
     def _make(kind: str) -> Any:
         def _merge(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
-            return Estimate([merge_signals(kind, inputs, _shape(node))])
+            return Estimate([merge_signals(kind, inputs, _shape(node), ctx)])
         _merge.__name__ = f"_{kind}"
         return _merge
     register_estimator(_cls)(_make(_kind))

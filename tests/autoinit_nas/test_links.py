@@ -39,6 +39,10 @@ MERGES: dict[str, Callable[[keras.KerasTensor], keras.KerasTensor]] = {
         [L.SeparableConv1D(8, 3, padding="same")(x), L.DepthwiseConv1D(3, padding="same")(x)]),
     "concat(x, conv(x)) -> dense": lambda x: L.Dense(4)(L.GlobalAveragePooling1D()(
         L.Concatenate()([x, _conv(x, k=1)]))),
+    "keras Add: x + avgpool(x)": lambda x: L.Add()(
+        [x, L.AveragePooling1D(3, 1, padding="same")(x)]),
+    "keras Average: x and a causal conv of x": lambda x: L.Average()(
+        [x, L.Conv1D(8, 3, padding="causal")(x)]),
 }
 
 
