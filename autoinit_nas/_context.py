@@ -92,6 +92,7 @@ class Context:
         self.forks: set[int] = set()  # id(tensor) of the forks worth linking to
         self.link_key = 0
         self.link_memo: dict[Any, Any] = {}
+        self.pooled: dict[int, Any] = {}  # id(flat signal) -> the sequence it pools
 
     @property
     def realized(self) -> bool:

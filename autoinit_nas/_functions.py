@@ -294,13 +294,13 @@ def linear_combination(
         var_cs = [channel_mean(x.var, tuple(out_shape)) for x in parts]
         spatial = tuple(out_shape[:-1]) or (1,)
         ungrouped = len(parts) == len(xs) and all(p is x for p, x in zip(parts, xs, strict=True))
-        related = _related(ungrouped and len(out_shape) == 2, cross, cs, out_shape)
+        related = _related(ungrouped and len(out_shape) <= 2, cross, cs, out_shape)
         if related is not None:  # covariance of the sum, cross terms included
             cov = related + sum(c * c * _covariance(x.xcorr, x.corr, v, spatial)
                                 for c, v, x in zip(cs, var_cs, parts, strict=True))
             var = var + np.diagonal(lag_zero(related))  # same for every position
             xcorr = correlation_of(cov)
-            corr = per_channel_corr(xcorr)
+            corr = per_channel_corr(xcorr) if len(out_shape) == 2 else None
         else:
             if len(out_shape) == 2:
                 corr = combine_corr([(c, v, x.corr) for c, v, x in zip(cs, var_cs, parts,
@@ -320,7 +320,7 @@ def _related(ok: bool, cross: Callable[[int, int, int], np.ndarray | None] | Non
     when no pair of inputs is related."""
     if not ok or cross is None or len(cs) < 2:
         return None
-    k = _lags(out_shape[0], out_shape[-1])[0]
+    k = _lags(out_shape[0], out_shape[-1])[0] if len(out_shape) == 2 else 0
     total = None
     for i in range(len(cs)):
         for j in range(i + 1, len(cs)):

@@ -40,13 +40,16 @@ from autoinit_nas._moments import _unique_moments
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import MAX_CHANNELS, _covariance, _fit_box, channel_mean
 
-__all__ = ["Link", "common_fork", "cross_cov", "fork", "merge_forks", "propagate"]
+__all__ = ["Link", "common_fork", "covariance", "cross_cov", "fork", "merge_forks", "propagate",
+           "related"]
 
 L = keras.layers
 #: Forks a tensor keeps links to (the most recent ones).
 MAX_FORKS = 3
 #: Longest sequence that starts or carries links.
 MAX_LENGTH = 128
+#: Global poolings of a sequence: to first order each is its mean over positions.
+_GLOBAL_POOLS = (L.GlobalAveragePooling1D, L.GlobalMaxPooling1D)
 #: Keras merges whose inputs' covariance is used (with WeightedAdd).
 _MERGES = (L.Add, L.Subtract, L.Average, L.Concatenate)
 
@@ -290,6 +293,9 @@ def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], c
     if not ctx.realized or len(outputs) != 1:
         return
     out = outputs[0]
+    if isinstance(op, _GLOBAL_POOLS) and inputs and id(inputs[0]) in ctx.links and \
+            len(out.shape) == 1 and _in_scope(inputs[0]):
+        ctx.pooled[id(out)] = inputs[0]  # a flat vector: the mean (or max) of this sequence
     result = None
     if _in_scope(out) and inputs and any(id(x) in ctx.links for x in inputs):
         result = _rule(op, inputs, out, ctx)
@@ -368,6 +374,32 @@ def common_fork(ctx: Any, a: Signal, b: Signal) -> int | None:
     la, lb = links_of(ctx, a), links_of(ctx, b)
     common = [k for k in la if k in lb and la[k].r == lb[k].r]
     return max(common) if common else None
+
+
+def related(ctx: Any, a: Signal, b: Signal) -> bool:
+    """Whether ``covariance(ctx, a, b, ...)`` has something to say."""
+    a, b = ctx.pooled.get(id(a), a), ctx.pooled.get(id(b), b)
+    return common_fork(ctx, a, b) is not None
+
+
+def covariance(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:
+    """``Cov(a[p], b[p + e])`` over lags ``-lags .. lags`` for sequences (``cross_cov``); for
+    flat vectors that globally pool sequences of one length, ``(1, C_a, C_b)``: the covariance
+    of the two means, ``sum_e (L - |e|) Cov(a[p], b[p + e]) / L^2`` (max pooling to first
+    order, as a mean); None when unrelated."""
+    if id(a) not in ctx.pooled and id(b) not in ctx.pooled:
+        return cross_cov(ctx, a, b, lags)
+    if len(a.shape) != 1 or len(b.shape) != 1:
+        return None
+    sa, sb = ctx.pooled.get(id(a)), ctx.pooled.get(id(b))
+    if sa is None or sb is None or sa.shape[0] != sb.shape[0]:
+        return None
+    length = sa.shape[0]
+    g = cross_cov(ctx, sa, sb, length - 1)
+    if g is None:
+        return None
+    weight = (length - np.abs(np.arange(1 - length, length))) / float(length) ** 2
+    return np.tensordot(weight, g, axes=1)[None]
 
 
 def cross_cov(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:

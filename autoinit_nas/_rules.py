@@ -130,7 +130,7 @@ def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...],
     coeffs = merge_coefficients(kind, len(xs))
     if coeffs is not None:
         def cross(i: int, j: int, lags: int) -> np.ndarray | None:
-            return None if ctx is None else _links.cross_cov(ctx, xs[i], xs[j], lags)
+            return None if ctx is None else _links.covariance(ctx, xs[i], xs[j], lags)
         return linear_combination(xs, coeffs, out_shape, cross=cross)
     ms = [x.mean for x in xs]
     vs = [x.var for x in xs]
@@ -179,10 +179,10 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         channels_axis = axis % len(out_shape) == len(out_shape) - 1
 
         def cross(i: int, j: int, lags: int) -> np.ndarray | None:  # parts related by a fork
-            return _links.cross_cov(ctx, inputs[i], inputs[j], lags)
+            return _links.covariance(ctx, inputs[i], inputs[j], lags)
 
-        related = channels_axis and len(out_shape) == 2 and any(
-            _links.common_fork(ctx, inputs[i], inputs[j]) is not None
+        related = channels_axis and any(
+            _links.related(ctx, inputs[i], inputs[j])
             for i in range(len(inputs)) for j in range(i + 1, len(inputs)))
         if channels_axis and (related or any(m.xcorr is not None for m in maps)):
             # channels side by side: each part's own correlation, and theirs through a fork
@@ -327,11 +327,18 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     avg, count = _pool_geometry(layer, x)
     var = avg(x.var) / count
     corr = None
-    if x.corr is not None and len(x.shape) == 2:
+    if len(x.shape) == 2:  # a window mean of a sequence correlates the windows that overlap
         size, stride = _pool_1d(layer)
-        var = var * window_factor(x.corr, size)[None, :]
-        corr = pool_corr(x.corr, size, stride, out_shape[0])
+        x_corr = _positions_corr(x)
+        var = var * window_factor(x_corr, size)[None, :]
+        corr = pool_corr(x_corr, size, stride, out_shape[0])
     return Estimate([Signal(avg(x.mean), var, out_shape, corr=corr)])
+
+
+def _positions_corr(x: Signal) -> np.ndarray:
+    """The sequence's correlation between positions; independent positions (None) as lag 0
+    only."""
+    return x.corr if x.corr is not None else np.ones((1, x.shape[-1]))
 
 
 def _pool_1d(layer: Any) -> tuple[int, int]:
@@ -398,10 +405,11 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     avg, count = _pool_geometry(layer, x)
     pm, pv = _pre(x)
     corr = None
-    if x.corr is not None and len(x.shape) == 2:  # correlated values: fewer effective draws
+    if len(x.shape) == 2:  # correlated values: fewer effective draws; overlapping windows
         size, stride = _pool_1d(layer)
-        count = np.minimum(count, effective_count(x.corr, size)[None, :])
-        corr = pool_corr(x.corr, size, stride, out_shape[0])
+        x_corr = _positions_corr(x)
+        count = np.minimum(count, effective_count(x_corr, size)[None, :])
+        corr = pool_corr(x_corr, size, stride, out_shape[0])
     return Estimate([replace(_max_from(x, avg(pm), avg(pv), count, out_shape), corr=corr)])
 
 

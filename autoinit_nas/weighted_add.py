@@ -78,7 +78,7 @@ def _weighted_add(layer: WeightedAdd, inputs: list[Signal], ctx: Context, node: 
     n = len(inputs)
 
     def cross(i: int, j: int, lags: int) -> np.ndarray | None:  # inputs related by a fork
-        return _links.cross_cov(ctx, inputs[i], inputs[j], lags)
+        return _links.covariance(ctx, inputs[i], inputs[j], lags)
 
     if ctx.keeps(layer):
         coeffs = ctx.value(layer.coefficient)

@@ -43,6 +43,12 @@ MERGES: dict[str, Callable[[keras.KerasTensor], keras.KerasTensor]] = {
         [x, L.AveragePooling1D(3, 1, padding="same")(x)]),
     "keras Average: x and a causal conv of x": lambda x: L.Average()(
         [x, L.Conv1D(8, 3, padding="causal")(x)]),
+    # flat vectors that globally pool related sequences
+    "concat(GAP(x), GAP(conv(x))) -> dense": lambda x: L.Dense(4)(L.Concatenate()(
+        [L.GlobalAveragePooling1D()(x), L.GlobalAveragePooling1D()(_conv(x))])),
+    "GAP(x) + GAP(avgpool(x))": lambda x: WeightedAdd()(
+        [L.GlobalAveragePooling1D()(x),
+         L.GlobalAveragePooling1D()(L.AveragePooling1D(3, 1, padding="same")(x))]),
 }
 
 
@@ -105,3 +111,14 @@ def test_inputs_that_cancel_are_refused_with_a_reason() -> None:
     model.layers[2].kernel.assign(-np.ones((1, 1, 1)))
     with pytest.raises(SignalError, match="inputs cancel"):
         initialize(model, seed=0)
+
+
+def test_pooling_independent_positions_correlates_overlapping_windows() -> None:
+    # a window mean of white positions: neighbours share 2 of 3 values, so the global mean of
+    # the pooled sequence keeps the input mean's variance (1/40), not a third of it
+    x = keras.Input((40, 8))
+    pooled = L.AveragePooling1D(3, 1, padding="same")(x)
+    model = keras.Model(x, L.GlobalAveragePooling1D()(pooled))
+    report = initialize(model, seed=0).measure(model, samples=4096, seed=1)
+    assert report.layers[-1].var == pytest.approx(1 / 40, rel=0.05)
+    assert report.layers[-1].measured_var == pytest.approx(report.layers[-1].var, rel=0.06)
