@@ -1,7 +1,8 @@
 """Cross-covariance with fork ancestors: how a merge sees that its inputs are related.
 
-A merge (``WeightedAdd``, ``Add``, ``Subtract``, ``Average``, ``Concatenate``) of ``x`` and ``f(x)``, of ``avgpool(x)`` and
-``conv(x)``, or of ``x`` and ``BatchNorm(x)``, sums or stacks inputs that share an ancestor.
+A merge (``WeightedAdd``, ``Add``, ``Subtract``, ``Average``, ``Concatenate``) of ``x`` and
+``f(x)``, of ``avgpool(x)`` and ``conv(x)``, or of ``x`` and ``BatchNorm(x)``, sums or stacks
+inputs that share an ancestor.
 Treated as independent, the sum's variance misses ``2 c_a c_b Cov(a, b)``: up to 2x for a skip
 around a near-linear branch, and the error reaches the head.
 
@@ -18,7 +19,9 @@ by two or more layers (a *fork* ``A``) starts a *link*, and the layers after it 
   (exact for jointly Gaussian ``x`` and ``A``; through the Gaussian under ``x`` when known);
 * BatchNormalization scales each channel by ``gamma / sd``; dropout, noise, identity keep it;
   cropping moves the offset; merges combine their inputs' links;
-* every other layer drops its links (its output is taken as independent, as before).
+* every other layer drops its links (its output is taken as independent, as before);
+* a global pooling of a linked sequence is, to first order, its mean over positions: two such
+  flat vectors are related through their sequences.
 
 Only forks that are the latest common fork of two inputs of some merge are linked to (the
 others' links would never be read). A merge then takes ``Cov(a, b)`` from that fork ``A``:
