@@ -32,19 +32,20 @@ this is a product per frequency, ``G(w) = X_a(w) S_A(w)^-1 X_b(w)^H``, computed 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import keras
 import numpy as np
 
+from autoinit_nas._mixture import _hermite
 from autoinit_nas._moments import _unique_moments
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import MAX_CHANNELS, _covariance, _fit_box, channel_mean
 
-__all__ = ["Link", "common_fork", "covariance", "cross_cov", "fork", "merge_forks", "propagate",
-           "related"]
+__all__ = ["Link", "common_fork", "covariance", "cross_cov", "fork", "merge_forks", "pairwise",
+           "propagate", "related"]
 
 L = keras.layers
 #: Forks a tensor keeps links to (the most recent ones).
@@ -214,19 +215,13 @@ def _linear_taps(op: Any, ctx: Any) -> tuple[str, Any, int, int, int, str] | Non
     return None
 
 
-@lru_cache(maxsize=4)
-def _gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
-    z, w = np.polynomial.hermite_e.hermegauss(n)
-    return z, w / w.sum()
-
-
 def _stein(fn: Any, x: Signal) -> np.ndarray | None:
     """Per channel, ``Cov(f(x), y) / Cov(x, y)`` for any y jointly Gaussian with the Gaussian
     under ``x`` (averaged over positions)."""
     from autoinit_nas._functions import as_numpy_fn
 
     f = as_numpy_fn(fn)
-    z, w = _gauss_hermite(32)
+    z, w = _hermite(32)
     if x.source is not None:
         mean, var = np.broadcast_to(x.source.mean, x.shape), np.broadcast_to(x.source.var, x.shape)
         inner = x.source.fn
@@ -293,7 +288,7 @@ def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], c
               ) -> None:
     """Give ``outputs[0]`` its links from the inputs' (see the module notes), and make it a fork
     if several layers read it."""
-    if not ctx.realized or len(outputs) != 1:
+    if not ctx.forks or len(outputs) != 1:  # no merge reads a fork's links (or expected mode)
         return
     out = outputs[0]
     if isinstance(op, _GLOBAL_POOLS) and inputs and id(inputs[0]) in ctx.links and \
@@ -302,10 +297,8 @@ def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], c
     result = None
     if _in_scope(out) and inputs and any(id(x) in ctx.links for x in inputs):
         result = _rule(op, inputs, out, ctx)
-    if result:
+    if result:  # (an input passed through unchanged keeps its own links)
         ctx.links[id(out)] = result
-    elif id(out) in ctx.links and not any(out is x for x in inputs):
-        del ctx.links[id(out)]  # a new signal: no links (an input passed through keeps its own)
     if id(node.outputs[0]) in ctx.forks:
         fork(ctx, out)
 
@@ -343,9 +336,9 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
     if isinstance(op, L.BatchNormalization):
         if op.axis not in (-1, 2):
             return None
-        mean = np.broadcast_to(x.mean, x.shape)
-        mu = np.mean(mean, axis=0)
-        var = np.mean(x.var + np.square(mean), axis=0) - mu**2
+        from autoinit_nas._rules import normalization_stats
+
+        var = normalization_stats(x, (0,))[1][0]
         gamma = _value(ctx, op.gamma) if op.gamma is not None else 1.0
         return _scaled(links, gamma / np.sqrt(var + float(op.epsilon)))
     if isinstance(op, L.Cropping1D):
@@ -383,6 +376,12 @@ def related(ctx: Any, a: Signal, b: Signal) -> bool:
     """Whether ``covariance(ctx, a, b, ...)`` has something to say."""
     a, b = ctx.pooled.get(id(a), a), ctx.pooled.get(id(b), b)
     return common_fork(ctx, a, b) is not None
+
+
+def pairwise(ctx: Any, inputs: list[Signal]) -> Callable[[int, int, int], np.ndarray | None]:
+    """``cross(i, j, K)``: ``covariance`` of inputs ``i`` and ``j`` of a merge, as
+    ``linear_combination`` and ``concat_xcorr`` take it."""
+    return lambda i, j, lags: covariance(ctx, inputs[i], inputs[j], lags)
 
 
 def covariance(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:

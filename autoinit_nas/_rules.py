@@ -40,7 +40,7 @@ from autoinit_nas._xcorr import (
     sequence_xcorr,
 )
 
-__all__ = ["merge_coefficients", "merge_signals", "run_on_maps"]
+__all__ = ["merge_coefficients", "merge_signals", "normalization_stats", "run_on_maps"]
 
 L = keras.layers
 
@@ -129,8 +129,7 @@ def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...],
     of inputs related through a fork: with their covariance, given the walk's ``ctx``)."""
     coeffs = merge_coefficients(kind, len(xs))
     if coeffs is not None:
-        def cross(i: int, j: int, lags: int) -> np.ndarray | None:
-            return None if ctx is None else _links.covariance(ctx, xs[i], xs[j], lags)
+        cross = None if ctx is None else _links.pairwise(ctx, xs)
         return linear_combination(xs, coeffs, out_shape, cross=cross)
     ms = [x.mean for x in xs]
     vs = [x.var for x in xs]
@@ -178,16 +177,14 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         xcorr = None
         channels_axis = axis % len(out_shape) == len(out_shape) - 1
 
-        def cross(i: int, j: int, lags: int) -> np.ndarray | None:  # parts related by a fork
-            return _links.covariance(ctx, inputs[i], inputs[j], lags)
-
         related = channels_axis and any(
             _links.related(ctx, inputs[i], inputs[j])
             for i in range(len(inputs)) for j in range(i + 1, len(inputs)))
         if channels_axis and (related or any(m.xcorr is not None for m in maps)):
             # channels side by side: each part's own correlation, and theirs through a fork
             xcorr = concat_xcorr([(channel_mean(m.var, m.shape), m.xcorr, m.corr) for m in maps],
-                                 tuple(out_shape[:-1]) or (1,), cross if related else None)
+                                 tuple(out_shape[:-1]) or (1,),
+                                 _links.pairwise(ctx, inputs) if related else None)
         return Estimate([Signal(mean, var, out_shape, corr=corr, xcorr=xcorr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
@@ -480,11 +477,18 @@ def _global_max(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
 
 
 # ---------------------------------------------------------------- normalization
+def normalization_stats(x: Signal, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance over ``axes`` of the sample map (kept as size-1 axes): the statistics
+    a training-mode normalization divides by."""
+    xm = x.as_map()
+    mu = np.mean(xm.mean, axis=axes, keepdims=True)
+    return mu, np.mean(xm.var + xm.mean**2, axis=axes, keepdims=True) - mu**2
+
+
 def _normalize(x: Signal, axes: tuple[int, ...], gamma: Any, beta: Any, eps: float) -> Signal:
     """Standardize over ``axes`` of the sample map (training-mode statistics), then affine."""
     xm = x.as_map()
-    mu = np.mean(xm.mean, axis=axes, keepdims=True)
-    var = np.mean(xm.var + xm.mean**2, axis=axes, keepdims=True) - mu**2
+    mu, var = normalization_stats(x, axes)
     denom = var + eps
     g = 1.0 if gamma is None else gamma
     b = 0.0 if beta is None else beta

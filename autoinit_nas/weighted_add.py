@@ -76,9 +76,7 @@ class WeightedAdd(keras.layers.Layer):
 def _weighted_add(layer: WeightedAdd, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
     out_shape = tuple(int(d) for d in node.outputs[0].shape[1:])
     n = len(inputs)
-
-    def cross(i: int, j: int, lags: int) -> np.ndarray | None:  # inputs related by a fork
-        return _links.covariance(ctx, inputs[i], inputs[j], lags)
+    cross = _links.pairwise(ctx, inputs)  # inputs related through a fork
 
     if ctx.keeps(layer):
         coeffs = ctx.value(layer.coefficient)
