@@ -9,6 +9,7 @@ over their own axis.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
+from autoinit_nas._phases import averaged, function_phase, per_phase
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
@@ -27,6 +29,7 @@ from autoinit_nas._xcorr import (
     function_xcorr,
     lag_zero,
     per_channel_corr,
+    sequence_xcorr,
     sum_xcorr,
 )
 
@@ -177,7 +180,7 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     """
     mix = x.mixture
     exact_mean, exact_var, out_mix = mix.apply(fn)
-    src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr, x.xcorr)
+    src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr, x.xcorr, x.phase)
     corr, xcorr = _fn_correlations(x.corr, x.xcorr, x.mean, x.var, fn, x.shape)
     if not x.is_map:
         return Signal(np.asarray(float(exact_mean[0])), np.asarray(float(exact_var[0])), x.shape,
@@ -187,9 +190,11 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     mean_c, var_c = mix.moments()
     g_first, g_second = gaussian_moments(fn, mean_c, var_c)
     g_var = np.maximum(g_second - g_first**2, 0.0)
-    return Signal(np.asarray(first + (exact_mean - g_first)),
-                  np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix, corr=corr,
-                  xcorr=xcorr)
+    out = Signal(np.asarray(first + (exact_mean - g_first)),
+                 np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix)
+    if x.phase is not None and _mixable(fn):
+        return _with_phase(out, x.phase, x.mean, x.var, fn)
+    return replace(out, corr=corr, xcorr=xcorr)
 
 
 def _mixture_of(x: Signal, channels: int) -> Mixture | None:
@@ -360,15 +365,31 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     if x.source is not None:
         pre_mean, pre_var = x.source.mean, x.source.var
         full = _compose(fn, x.source.fn)
-        root_corr, root_xcorr = x.source.corr, x.source.xcorr
+        root_corr, root_xcorr, root_phase = x.source.corr, x.source.xcorr, x.source.phase
     else:
         pre_mean, pre_var, full = x.mean, x.var, fn
-        root_corr, root_xcorr = x.corr, x.xcorr
+        root_corr, root_xcorr, root_phase = x.corr, x.xcorr, x.phase
     first, second = gaussian_moments(full, pre_mean, pre_var)
     var = np.maximum(second - first**2, 0.0)
-    src = Source(np.asarray(pre_mean), np.asarray(pre_var), full, root_corr, root_xcorr)
+    src = Source(np.asarray(pre_mean), np.asarray(pre_var), full, root_corr, root_xcorr,
+                 root_phase)
+    out = Signal(np.asarray(first), np.asarray(var), x.shape, src)
+    if root_phase is not None and x.is_map and _mixable(full):
+        return _with_phase(out, root_phase, pre_mean, pre_var, full)
     corr, xcorr = _fn_correlations(root_corr, root_xcorr, pre_mean, pre_var, full, x.shape)
-    return Signal(np.asarray(first), np.asarray(var), x.shape, src, corr=corr, xcorr=xcorr)
+    return replace(out, corr=corr, xcorr=xcorr)
+
+
+def _with_phase(out: Signal, phase: np.ndarray, mean: Any, var: Any, fn: Callable) -> Signal:
+    """``out = fn(x)`` for ``x`` a laid-out map: its phases, pair by pair, and the average over
+    phases that the other rules read."""
+    period = len(phase)
+    shape = out.shape
+    phase = function_phase(phase, per_phase(np.broadcast_to(mean, shape), period),
+                           per_phase(np.broadcast_to(var, shape), period), fn)
+    corr = averaged(phase, np.broadcast_to(out.var, shape), int(np.prod(shape)))
+    return replace(out, corr=corr, xcorr=sequence_xcorr(corr) if len(shape) == 2 else None,
+                   phase=phase)
 
 
 def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Signal:

@@ -11,6 +11,7 @@ import numpy as np
 
 from autoinit_nas import _links
 from autoinit_nas._context import Context, Estimate
+from autoinit_nas import _phases as phases
 from autoinit_nas._correlation import (
     effective_count,
     fit_lags,
@@ -207,7 +208,8 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
         after = channel_mean(np.broadcast_to(out.var, x.shape).reshape(shape), shape)
         corr = x.corr * (before / np.maximum(after, 1e-300))[None, :]
         corr[0] = 1.0
-        out = replace(out, corr=corr, xcorr=rescale_xcorr(x.xcorr, before, after))
+        out = replace(out, corr=corr, xcorr=rescale_xcorr(x.xcorr, before, after),
+                      phase=_noisy_phase(x, out))
     elif x.xcorr is not None and out.is_map and not isinstance(layer, _SPATIAL_DROPOUT):
         before, after = channel_mean(x.var, x.shape), channel_mean(out.var, x.shape)
         out = replace(out, xcorr=rescale_xcorr(x.xcorr, before, after))
@@ -215,6 +217,16 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
 
 
 _SPATIAL_DROPOUT = (L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
+
+
+def _noisy_phase(x: Signal, out: Signal) -> np.ndarray | None:
+    """Phases after independent noise per element raised the variance from x's to out's."""
+    if x.phase is None:
+        return None
+    period = len(x.phase)
+    before = phases.per_phase(np.broadcast_to(x.var, x.shape), period)
+    after = phases.per_phase(np.broadcast_to(out.var, x.shape), period)
+    return phases.rescale(x.phase, before, after)
 
 
 @register_estimator(L.GaussianNoise)
@@ -259,16 +271,30 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     if isinstance(layer, L.Flatten) and len(x.shape) == 2 and out.is_map:
         var_map = np.broadcast_to(x.var, x.shape)
         # the flat vector's positions in order, as a one-channel sequence would see them
-        out = replace(out, corr=flattened_corr(var_map, x.xcorr, x.corr))
+        out = replace(out, corr=flattened_corr(var_map, x.xcorr, x.corr),
+                      phase=x.phase if x.shape[-1] == 1 else _laid_out(x))
         if x.corr is not None:  # a Dense layer reading it needs the positions' correlation
             out = replace(out, meta={"flat": (var_map, x.corr)})
+    elif isinstance(layer, L.Cropping1D) and out.is_map:
+        # dropping positions at the ends keeps the correlations of those that stay
+        start = int(layer.cropping[0])
+        out = replace(out, corr=x.corr, xcorr=x.xcorr,
+                      phase=None if x.phase is None else phases.crop(x.phase, start))
     elif _lays_out(x, out_shape):
         corr = x.corr
         if x.xcorr is not None:
             corr = flattened_corr(np.broadcast_to(x.var, x.shape)[None], x.xcorr, None)
         if corr is not None:
-            out = replace(out, corr=corr, xcorr=sequence_xcorr(corr))
+            out = replace(out, corr=corr, xcorr=sequence_xcorr(corr),
+                          phase=x.phase if x.phase is not None else _laid_out(x))
     return Estimate([out])
+
+
+def _laid_out(x: Signal) -> np.ndarray | None:
+    """Phases of the one-channel sequence laying out a map with tracked channel correlation."""
+    if x.xcorr is None or len(x.shape) > 2 or x.xcorr.ndim != 3:
+        return None
+    return phases.from_xcorr(x.xcorr, int(np.prod(x.shape)))
 
 
 def _lays_out(x: Signal, out_shape: tuple[int, ...]) -> bool:
@@ -329,7 +355,9 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         x_corr = _positions_corr(x)
         var = var * window_factor(x_corr, size)[None, :]
         corr = pool_corr(x_corr, size, stride, out_shape[0])
-    return Estimate([Signal(avg(x.mean), var, out_shape, corr=corr)])
+    out = Signal(avg(x.mean), var, out_shape, corr=corr)
+    return Estimate([_pooled_phase(layer, x, out, np.full(_pool_1d(layer)[0], 1.0 / _pool_1d(
+        layer)[0])) if x.phase is not None else out])
 
 
 def _positions_corr(x: Signal) -> np.ndarray:
@@ -407,7 +435,29 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         x_corr = _positions_corr(x)
         count = np.minimum(count, effective_count(x_corr, size)[None, :])
         corr = pool_corr(x_corr, size, stride, out_shape[0])
-    return Estimate([replace(_max_from(x, avg(pm), avg(pv), count, out_shape), corr=corr)])
+    out = replace(_max_from(x, avg(pm), avg(pv), count, out_shape), corr=corr)
+    return Estimate([_pooled_phase(layer, x, out, None) if x.phase is not None else out])
+
+
+def _pooled_phase(layer: Any, x: Signal, out: Signal, weights: np.ndarray | None) -> Signal:
+    """A pooled laid-out sequence: its phases, and the variance per phase for linear windows
+    (``weights``; None: the maximum over the window, whose variance the max rule gave)."""
+    size, stride = _pool_1d(layer)
+    n_in, n_out = x.shape[0], out.shape[0]
+    pad = 0
+    if str(layer.padding).lower() == "same":
+        pad = max((n_out - 1) * stride + size - n_in, 0) // 2
+    out_period = len(x.phase) // np.gcd(len(x.phase), stride)
+    out_var = None if weights is not None else phases.per_phase(out.var, out_period)
+    rho, v = phases.window(x.phase, np.broadcast_to(x.var, x.shape),
+                           np.broadcast_to(x.mean, x.shape), size if weights is None else weights,
+                           stride, pad, n_out, out_var)
+    var = np.broadcast_to(out.var, out.shape)
+    if weights is not None:  # exact per phase (the stationary rule averages over phases)
+        ratio = v / np.maximum(phases.per_phase(var, out_period), 1e-300)
+        var = var * np.resize(ratio, n_out)[:, None]
+    corr = phases.averaged(rho, var, n_out)
+    return replace(out, var=np.asarray(var, float), corr=corr, phase=rho)
 
 
 def _spatial_axes(layer: Any, ndim: int) -> tuple[int, ...]:
@@ -429,7 +479,9 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
     mean = np.mean(x.mean, axis=axes).reshape(out_shape)
     cov = _pooled_cov(x, axes, out_shape)
-    if x.corr is not None and len(x.shape) == 2 and axes == (0,):
+    if x.phase is not None and x.shape[-1] == 1 and axes == (0,):  # every pair, by phase
+        var = np.full(out_shape, phases.global_mean_var(x.phase, x.var, x.shape[0]))
+    elif x.corr is not None and len(x.shape) == 2 and axes == (0,):
         var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)
     elif cov is not None:  # images: from the channels' cross-covariance
         var = np.diagonal(cov).reshape(out_shape)
@@ -523,7 +575,8 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     reduce_axes = tuple(i for i in range(nd) if i not in ch)
     gamma = _param_shape(ctx.value(layer.gamma) if layer.gamma is not None else None, x.shape, ch)
     beta = _param_shape(ctx.value(layer.beta) if layer.beta is not None else None, x.shape, ch)
-    return Estimate([_normalize(x, reduce_axes, gamma, beta, float(layer.epsilon))])
+    out = _normalize(x, reduce_axes, gamma, beta, float(layer.epsilon))
+    return Estimate([replace(out, phase=x.phase) if out.is_map else out])
 
 
 @register_estimator(L.LayerNormalization)

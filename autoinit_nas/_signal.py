@@ -27,6 +27,7 @@ class Source:
     fn: Callable[[np.ndarray], np.ndarray]
     corr: np.ndarray | None = None  # G's correlation between positions (see Signal.corr)
     xcorr: np.ndarray | None = None  # G's correlation between channels (see Signal.xcorr)
+    phase: np.ndarray | None = None  # G's correlation by phase (see Signal.phase)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class Signal:
     #: channels, ``xcorr[K + d, c, c']`` for offsets ``-K .. K`` per spatial axis
     #: (``_xcorr.py``); None: channels independent (sequences, flat vectors) or unknown (images).
     xcorr: np.ndarray | None = None
+    #: One-channel sequences and flat vectors that lay out a map (``as_seq``): correlation
+    #: between elements ``i`` and ``i + d`` per phase ``i mod P``, ``phase[c, d]``
+    #: (``_phases.py``); None: not tracked.
+    phase: np.ndarray | None = None
 
     @staticmethod
     def scalar(mean: float, var: float, shape: tuple[int, ...]) -> Signal:
@@ -88,6 +93,7 @@ class Signal:
             self.mixture,
             corr=self.corr,
             xcorr=self.xcorr,
+            phase=self.phase,
         )
 
     def collapse(self) -> Signal:

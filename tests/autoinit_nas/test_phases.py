@@ -1,0 +1,110 @@
+"""Laid-out maps (``_phases.py``): one-channel sequences that are a map's channels in a row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import pytest
+
+from autoinit_nas import _phases, initialize
+from autoinit_nas._context import Options
+from autoinit_nas._correlation import global_mean_var
+from autoinit_nas._xcorr import flattened_corr
+from autoinit_nas.autoinit import _walk_plan
+
+L = keras.layers
+
+
+def _laid_out(x: keras.KerasTensor, channels: int = 16) -> keras.KerasTensor:
+    """Dense (one channel in: every unit is a multiple of the same value), a convolution that
+    mixes positions, then Flatten and Reshape to a one-channel sequence: the search space's
+    ``as_seq``."""
+    h = L.Conv1D(channels, 5, padding="same")(L.Dense(channels)(x))
+    flat = L.Flatten()(h)
+    return L.Reshape((flat.shape[-1], 1))(flat)
+
+
+# Each ends in a global pooling over a laid-out map after a nonlinear layer: the per-phase
+# correlation's squares are most of the pooled variance. Measured over predicted with only the
+# average correlation (the rule before phases): 7.2x, 4.7x, predicted 0 (both pooling cases: the
+# average correlation summed to less than nothing), 6.4x; with phases within 10%.
+CASES: dict[str, Callable[[keras.KerasTensor], keras.KerasTensor]] = {
+    "abs": lambda s: L.GlobalAveragePooling1D()(L.Activation(keras.ops.abs)(s)),
+    "relu then dropout": lambda s: L.GlobalAveragePooling1D()(
+        L.Dropout(0.2)(L.Activation("relu")(s))),
+    "maxpool": lambda s: L.GlobalAveragePooling1D()(L.MaxPooling1D(3, 2)(s)),
+    "avgpool then tanh": lambda s: L.GlobalAveragePooling1D()(
+        L.Activation("tanh")(L.AveragePooling1D(4, 3)(s))),
+    "batchnorm then square": lambda s: L.GlobalAveragePooling1D()(
+        L.Activation(keras.ops.square)(L.BatchNormalization()(s))),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_global_pooling_of_a_laid_out_map_is_predicted(name: str) -> None:
+    keras.utils.set_random_seed(0)
+    x = keras.Input((40, 1))
+    model = keras.Model(x, CASES[name](_laid_out(x)))
+    report = initialize(model, seed=0).measure(model, samples=4096, seed=1)
+    last = report.layers[-1]
+    assert last.measured_var == pytest.approx(last.var, rel=0.15), name
+
+
+def _signals(model: keras.Model) -> dict[str, object]:
+    _, _, records = _walk_plan(model, Options(seed=0), 0)
+    return {path: est.outputs[0] for path, _, est in records}
+
+
+def test_the_phases_average_to_the_flattened_correlation() -> None:
+    keras.utils.set_random_seed(0)
+    x = keras.Input((24, 1))
+    h = L.Conv1D(6, 3, name="h")(L.Dense(6)(x))  # valid: every position alike
+    model = keras.Model(x, L.Flatten(name="flat")(h))
+    sig = _signals(model)
+    flat, h_sig = sig["flat"], sig["h"]
+    assert flat.phase is not None and flat.phase.shape[0] == 6
+    want = flattened_corr(np.broadcast_to(h_sig.var, h_sig.shape), h_sig.xcorr, h_sig.corr)
+    got = _phases.averaged(flat.phase, np.broadcast_to(flat.var, flat.shape), flat.shape[0])
+    n = min(len(want), len(got))
+    np.testing.assert_allclose(got[:n], want[:n], atol=1e-6)
+    # and the mean of all elements has the same variance both ways
+    var = np.broadcast_to(flat.var, flat.shape)
+    assert _phases.global_mean_var(flat.phase, var, flat.shape[0]) == pytest.approx(
+        float(global_mean_var(var[:, None], want)[0]), rel=1e-6)
+
+
+def test_a_linear_window_of_phases_is_exact() -> None:
+    # three phases with their own spreads; the window's covariance by brute force
+    rng = np.random.default_rng(0)
+    period, n = 3, 60
+    a = rng.standard_normal((n + 8, n))
+    cov_full = a.T @ a
+    # a cyclostationary covariance: average the brute-force one over whole periods
+    rho = np.zeros((period, 7))
+    sd = np.sqrt(np.diagonal(cov_full))
+    corr_full = cov_full / np.outer(sd, sd)
+    for c in range(period):
+        for d in range(7):
+            rho[c, d] = np.mean([corr_full[i, i + d] for i in range(c, n - d, period)])
+    spread = np.array([1.0, 2.0, 0.5])
+    var = np.resize(spread**2, n)
+    mean = np.zeros(n)
+    cov = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i, min(n, i + 7)):
+            cov[i, j] = cov[j, i] = rho[i % period, j - i] * np.sqrt(var[i] * var[j])
+    weights, stride = np.array([0.5, -1.0, 0.25]), 2
+    out_len = (n - 3) // stride + 1
+    m = np.zeros((out_len, n))
+    for q in range(out_len):
+        m[q, q * stride: q * stride + 3] = weights
+    want = m @ cov @ m.T
+    got, v = _phases.window(rho, var, mean, weights, stride, 0, out_len)
+    assert got.shape[0] == 3  # period 3 / gcd(3, 2)
+    for q in range(3, 9):
+        assert v[q % 3] == pytest.approx(want[q, q], rel=1e-9)
+        for e in range(1, min(got.shape[1], out_len - q)):
+            assert got[q % 3, e] * np.sqrt(v[q % 3] * v[(q + e) % 3]) == pytest.approx(
+                want[q, q + e], abs=1e-9)
