@@ -18,8 +18,8 @@ import numpy as np
 
 from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
-from autoinit_nas._phases import averaged, function_phase, per_phase
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
+from autoinit_nas._phases import averaged, function_phase, per_phase
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
     _covariance,

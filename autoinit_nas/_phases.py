@@ -205,10 +205,7 @@ def window(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, weights: np.ndarr
     cov = np.einsum("pejk,j,k->pe", g, w, w)
     if is_max and size > 1:
         cov = cov + _second_order(rho, sd, mu, a, g, size)
-    if is_max:
-        v = np.maximum(out_var, 1e-300)
-    else:
-        v = np.maximum(cov[:, 0], 1e-300)
+    v = np.maximum(out_var if is_max else cov[:, 0], 1e-300)
     partner = (np.arange(out_period)[:, None] + np.arange(lags)[None, :]) % out_period
     out = cov / np.sqrt(v[:, None] * v[partner])
     out = np.clip(out, -1.0, 1.0)

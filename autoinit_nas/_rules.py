@@ -10,8 +10,8 @@ import keras
 import numpy as np
 
 from autoinit_nas import _links
-from autoinit_nas._context import Context, Estimate
 from autoinit_nas import _phases as phases
+from autoinit_nas._context import Context, Estimate
 from autoinit_nas._correlation import (
     effective_count,
     fit_lags,
