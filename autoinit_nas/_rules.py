@@ -278,8 +278,7 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     elif isinstance(layer, L.Cropping1D) and out.is_map:
         # dropping positions at the ends keeps the correlations of those that stay
         start = int(layer.cropping[0])
-        out = replace(out, corr=x.corr, xcorr=x.xcorr,
-                      phase=None if x.phase is None else phases.crop(x.phase, start))
+        out = replace(out, phase=None if x.phase is None else phases.crop(x.phase, start))
     elif _lays_out(x, out_shape):
         corr = x.corr
         if x.xcorr is not None:
