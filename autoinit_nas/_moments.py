@@ -19,6 +19,7 @@ __all__ = [
     "max_of_iid",
     "max_of_groups",
     "clark_max",
+    "clark_max_of",
     "standard_max_moments",
     "normal_pdf",
     "normal_cdf",
@@ -285,6 +286,25 @@ def clark_max(
     mean = m1 * cdf + m2 * cdf_neg + a * pdf
     second = (m1**2 + v1) * cdf + (m2**2 + v2) * cdf_neg + (m1 + m2) * a * pdf
     return mean, np.maximum(second - mean**2, 0.0)
+
+
+def clark_max_of(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the maximum of each row's correlated Gaussians (``mean`` (R, s),
+    ``cov`` (R, s, s)), by Clark's method: the running maximum taken as Gaussian, with its
+    covariance to the members still to come carried along."""
+    m, v = mean[:, 0], cov[:, 0, 0]
+    c = cov[:, 0, :].copy()  # Cov(running max, member j)
+    for k in range(1, mean.shape[1]):
+        mk, vk = mean[:, k], cov[:, k, k]
+        spread = np.sqrt(np.maximum(v + vk - 2.0 * c[:, k], 1e-24))
+        alpha = (m - mk) / spread
+        p_run, p_k = normal_cdf(alpha), normal_cdf(-alpha)
+        dens = np.exp(-0.5 * alpha**2) / np.sqrt(2.0 * np.pi)
+        first = m * p_run + mk * p_k + spread * dens
+        second = (m**2 + v) * p_run + (mk**2 + vk) * p_k + (m + mk) * spread * dens
+        c = c * p_run[:, None] + cov[:, k, :] * p_k[:, None]
+        m, v = first, np.maximum(second - first**2, 0.0)
+    return m, v
 
 
 def max_of_groups(

@@ -37,6 +37,7 @@ from functools import lru_cache
 import numpy as np
 
 from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, _hermite_table
+from autoinit_nas._moments import clark_max_of
 
 __all__ = [
     "MAX_PERIOD",
@@ -48,6 +49,7 @@ __all__ = [
     "per_phase",
     "rescale",
     "window",
+    "window_max",
 ]
 
 MAX_PERIOD = 96
@@ -211,6 +213,23 @@ def window(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, weights: np.ndarr
     out = np.clip(out, -1.0, 1.0)
     out[:, 0] = 1.0
     return _trim(out), v
+
+
+def window_max(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, size: int, stride: int,
+               pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the maximum over each window of ``size`` Gaussian elements, per
+    output phase, by Clark's method for correlated values (the members of a window are
+    different channels of the map: uneven and, after a layer with one input channel, strongly
+    correlated; taken as alike and with an effective count the variance was 40% low)."""
+    period = len(rho)
+    out_period = period // math.gcd(period, stride)
+    sd = np.sqrt(per_phase(var, period))
+    mu = per_phase(mean, period)
+    first = out_period * math.ceil(pad / (stride * out_period)) if pad else 0
+    a = (first + np.arange(out_period)) * stride - pad
+    idx = a[:, None] + np.arange(size)[None, :]  # (P', s)
+    cov = _covariance(rho, sd, idx[:, :, None], idx[:, None, :])  # (P', s, s)
+    return clark_max_of(mu[idx % period], cov)
 
 
 def _second_order(rho: np.ndarray, sd: np.ndarray, mu: np.ndarray, a: np.ndarray,

@@ -28,7 +28,13 @@ from autoinit_nas._functions import (
     piecewise_relu,
 )
 from autoinit_nas._linear import windows
-from autoinit_nas._moments import PiecewiseLinear, clark_max, max_of_groups, max_of_iid
+from autoinit_nas._moments import (
+    PiecewiseLinear,
+    clark_max,
+    clark_max_of,
+    max_of_groups,
+    max_of_iid,
+)
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
@@ -435,7 +441,34 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         count = np.minimum(count, effective_count(x_corr, size)[None, :])
         corr = pool_corr(x_corr, size, stride, out_shape[0])
     out = replace(_max_from(x, avg(pm), avg(pv), count, out_shape), corr=corr)
-    return Estimate([_pooled_phase(layer, x, out, None) if x.phase is not None else out])
+    if x.phase is not None:
+        return Estimate([_pooled_phase(layer, x, out, None)])
+    uneven = _uneven_windows(layer, x)
+    if uneven is not None:  # a laid-out map of many channels: members of a window differ
+        out = replace(out, mean=uneven[0], var=uneven[1])
+    return Estimate([out])
+
+
+def _uneven_windows(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a one-channel sequence of Gaussian values whose windows hold values of different
+    moments (the channels of a laid-out map): the mean and variance of each window's maximum
+    (Clark; members independent, as the flattened correlation takes a map's channels). None
+    where the rule for alike values applies."""
+    if not (len(x.shape) == 2 and x.shape[-1] == 1 and x.is_map and x.source is None
+            and x.mixture is None):
+        return None
+    size = _pool_1d(layer)[0]
+
+    def members(m: Any) -> np.ndarray:
+        return windows(np.broadcast_to(m, x.shape)[None].astype(float), (size,), layer)[0][:, 0]
+
+    mean, var, inside = members(x.mean), members(x.var), members(np.ones(x.shape)) > 0
+    if not _uneven(np.where(inside, mean, mean[:, :1]).T, np.where(inside, var, var[:, :1]).T):
+        return None
+    mean = np.where(inside, mean, -1e30)  # padding never wins a maximum
+    cov = var[:, :, None] * np.eye(size)[None]
+    m, v = clark_max_of(mean, cov)
+    return m[:, None], v[:, None]
 
 
 def _pooled_phase(layer: Any, x: Signal, out: Signal, weights: np.ndarray | None) -> Signal:
@@ -447,6 +480,12 @@ def _pooled_phase(layer: Any, x: Signal, out: Signal, weights: np.ndarray | None
     if str(layer.padding).lower() == "same":
         pad = max((n_out - 1) * stride + size - n_in, 0) // 2
     out_period = len(x.phase) // np.gcd(len(x.phase), stride)
+    if weights is None and x.source is None and x.mixture is None:
+        # Gaussian values: the maximum of each window's own, correlated members
+        m, v = phases.window_max(x.phase, np.broadcast_to(x.var, x.shape),
+                                 np.broadcast_to(x.mean, x.shape), size, stride, pad)
+        out = replace(out, mean=np.resize(m, n_out)[:, None].astype(float),
+                      var=np.resize(v, n_out)[:, None].astype(float))
     out_var = None if weights is not None else phases.per_phase(out.var, out_period)
     rho, v = phases.window(x.phase, np.broadcast_to(x.var, x.shape),
                            np.broadcast_to(x.mean, x.shape), size if weights is None else weights,
