@@ -108,3 +108,21 @@ def test_a_linear_window_of_phases_is_exact() -> None:
         for e in range(1, min(got.shape[1], out_len - q)):
             assert got[q % 3, e] * np.sqrt(v[q % 3] * v[(q + e) % 3]) == pytest.approx(
                 want[q, q + e], abs=1e-9)
+
+
+@pytest.mark.parametrize("channels, stride", [(16, 2), (128, 1)])
+def test_max_pooling_a_laid_out_map_takes_each_windows_own_members(channels: int,
+                                                                    stride: int) -> None:
+    # a window holds neighbouring channels of one position, each with its own realized spread
+    # (and, within the tracked budget, correlated through the phases); taken as alike values
+    # with averaged moments the measured variance was 1.29x (16 channels) and 1.13x (128) the
+    # prediction, now 1.08x and 1.09x
+    keras.utils.set_random_seed(0)
+    x = keras.Input((40, 1))
+    h = L.Flatten()(L.Conv1D(channels, 3)(x))
+    pooled = L.MaxPooling1D(3, stride, padding="same", name="pool")(
+        L.Reshape((h.shape[-1], 1))(h))
+    model = keras.Model(x, pooled)
+    report = initialize(model, seed=0).measure(model, samples=4096, seed=1)
+    last = report.layers[-1]
+    assert last.measured_var == pytest.approx(last.var, rel=0.1)
