@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import keras
 import numpy as np
 
+from autoinit_nas import _phases as phases
 from autoinit_nas._context import Context, Estimate
 from autoinit_nas._correlation import conv_corr, flat_cross_variance
 from autoinit_nas._functions import apply_function, softmax_mixture_weight
@@ -29,6 +31,7 @@ from autoinit_nas._xcorr import (
     dense_flat,
     lag_zero,
     per_channel_corr,
+    sequence_xcorr,
 )
 from autoinit_nas.errors import SignalError
 
@@ -341,7 +344,26 @@ def _depthwise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
     if len(kernel.shape) == len(inputs[0].shape) + 1 and layer.data_format == "channels_last":
         pre, plan, std = _correlate(inputs[0], pre, plan, std, ctx, kernel, _depthwise_as_full,
                                     tuple(layer.strides), tuple(layer.dilation_rate), layer.bias)
+    if inputs[0].phase is not None and tuple(kernel.shape[1:]) == (1, 1) and pre.is_map:
+        pre = _filtered_phase(layer, inputs[0], pre, _final_kernel(kernel, plan, ctx))
     return _finish(layer, pre, plan, std, ctx)
+
+
+def _filtered_phase(layer: Any, x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
+    """A one-tap-per-position filter of a laid-out map (a one-channel depthwise convolution):
+    the output's phases, and the average correlation from them."""
+    size, stride = kernel.shape[0], int(layer.strides[0])
+    if int(layer.dilation_rate[0]) != 1:
+        return pre
+    n_in, n_out = x.shape[0], pre.shape[0]
+    padding = str(layer.padding).lower()
+    pad = {"same": max((n_out - 1) * stride + size - n_in, 0) // 2, "causal": size - 1}.get(
+        padding, 0)
+    rho, _ = phases.window(x.phase, np.broadcast_to(x.var, x.shape),
+                           np.broadcast_to(x.mean, x.shape), np.asarray(kernel, float)[:, 0, 0],
+                           stride, pad, n_out)
+    corr = phases.averaged(rho, np.broadcast_to(pre.var, pre.shape), n_out)
+    return replace(pre, corr=corr, xcorr=sequence_xcorr(corr), phase=rho)
 
 
 @register_estimator(_BaseSeparable)

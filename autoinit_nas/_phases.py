@@ -19,7 +19,8 @@ map's cross-channel correlation, ``Signal.xcorr``) and follows:
 * elementwise functions (Mehler's expansion per pair, with each phase's Hermite coefficients);
 * affine maps and dropout (the covariances stay, the variances change);
 * average pooling and one-channel depthwise convolution (a linear window, exactly), and max
-  pooling: ``Cov(max A, max B)`` to second order in the windows' cross-covariance
+  pooling: each window's maximum by Clark's method over its own correlated members, and
+  ``Cov(max A, max B)`` to second order in the windows' cross-covariance
   ``C = Cov(A, B)`` (Price's theorem), ``sum pi_i pi_j C_ij + 1/2 sum_(e, f) h_e h_f
   (D_e C D_f)^2``, with ``pi`` uniform, ``e = (i, i')`` the pairs of a window, ``D_e`` their
   difference and ``h_e`` the density that the two tie at the top;
