@@ -181,7 +181,6 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     mix = x.mixture
     exact_mean, exact_var, out_mix = mix.apply(fn)
     src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr, x.xcorr, x.phase)
-    corr, xcorr = _fn_correlations(x.corr, x.xcorr, x.mean, x.var, fn, x.shape)
     if not x.is_map:
         return Signal(np.asarray(float(exact_mean[0])), np.asarray(float(exact_var[0])), x.shape,
                       src, out_mix)
@@ -194,6 +193,7 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
                  np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix)
     if x.phase is not None and _mixable(fn):
         return _with_phase(out, x.phase, x.mean, x.var, fn)
+    corr, xcorr = _fn_correlations(x.corr, x.xcorr, x.mean, x.var, fn, x.shape)
     return replace(out, corr=corr, xcorr=xcorr)
 
 

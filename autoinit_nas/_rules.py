@@ -361,8 +361,10 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         var = var * window_factor(x_corr, size)[None, :]
         corr = pool_corr(x_corr, size, stride, out_shape[0])
     out = Signal(avg(x.mean), var, out_shape, corr=corr)
-    return Estimate([_pooled_phase(layer, x, out, np.full(_pool_1d(layer)[0], 1.0 / _pool_1d(
-        layer)[0])) if x.phase is not None else out])
+    if x.phase is not None:
+        size = _pool_1d(layer)[0]
+        out = _pooled_phase(layer, x, out, np.full(size, 1.0 / size))
+    return Estimate([out])
 
 
 def _positions_corr(x: Signal) -> np.ndarray:
@@ -452,8 +454,9 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
 def _uneven_windows(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
     """For a one-channel sequence of Gaussian values whose windows hold values of different
     moments (the channels of a laid-out map): the mean and variance of each window's maximum
-    (Clark; members independent, as the flattened correlation takes a map's channels). None
-    where the rule for alike values applies."""
+    (Clark, the members correlated as the sequence's average correlation says; for a laid-out
+    map of untracked channels that is 0 within a position). None where the rule for alike
+    values applies."""
     if not (len(x.shape) == 2 and x.shape[-1] == 1 and x.is_map and x.source is None
             and x.mixture is None):
         return None
@@ -466,7 +469,11 @@ def _uneven_windows(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | No
     if not _uneven(np.where(inside, mean, mean[:, :1]).T, np.where(inside, var, var[:, :1]).T):
         return None
     mean = np.where(inside, mean, -1e30)  # padding never wins a maximum
-    cov = var[:, :, None] * np.eye(size)[None]
+    lag = np.abs(np.arange(size)[:, None] - np.arange(size)[None, :])
+    corr = _positions_corr(x)[:, 0]
+    rho = np.where(lag < len(corr), corr[np.minimum(lag, len(corr) - 1)], 0.0)
+    sd = np.sqrt(var)
+    cov = sd[:, :, None] * sd[:, None, :] * rho[None]
     m, v = clark_max_of(mean, cov)
     return m[:, None], v[:, None]
 
