@@ -39,6 +39,7 @@ import numpy as np
 
 from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, _hermite_table
 from autoinit_nas._moments import clark_max_of
+from autoinit_nas._xcorr import MAX_CHANNELS
 
 __all__ = [
     "MAX_PERIOD",
@@ -53,7 +54,8 @@ __all__ = [
     "window_max",
 ]
 
-MAX_PERIOD = 96
+#: Periods beyond the channel budget of ``_xcorr`` are not tracked (their maps have no xcorr).
+MAX_PERIOD = MAX_CHANNELS
 MAX_SPAN = 4096
 #: Lags whose correlation is below this at every phase are cut from the end.
 _NEGLIGIBLE = 1e-4

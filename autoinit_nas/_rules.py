@@ -274,25 +274,40 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
         out = run_on_maps(lambda m: np.reshape(m, out_shape), x, out_shape, numpy=True)
     else:
         out = run_on_maps(layer.call, x, out_shape)
-    if isinstance(layer, L.Flatten) and len(x.shape) == 2 and out.is_map:
+    if out.is_map:
+        out = replace(out, **_moved(layer, x, out_shape))
+        if out.source is not None and x.source is not None:
+            # the Gaussian under it moves alike: a function applied next composes with it
+            root = Signal(x.source.mean, x.source.var, x.shape, corr=x.source.corr,
+                          xcorr=x.source.xcorr, phase=x.source.phase)
+            kept = {k: v for k, v in _moved(layer, root, out_shape).items() if k != "meta"}
+            out = replace(out, source=replace(out.source, **kept))
+    return Estimate([out])
+
+
+def _moved(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The correlations that a Flatten of a sequence, a one-channel layout of a flat vector or
+    a Cropping1D keep, as the fields of the moved signal (none for other movers)."""
+    if isinstance(layer, L.Flatten) and len(x.shape) == 2:
         var_map = np.broadcast_to(x.var, x.shape)
         # the flat vector's positions in order, as a one-channel sequence would see them
-        out = replace(out, corr=flattened_corr(var_map, x.xcorr, x.corr),
-                      phase=x.phase if x.shape[-1] == 1 else _laid_out(x))
+        fields: dict[str, Any] = {"corr": flattened_corr(var_map, x.xcorr, x.corr),
+                                  "phase": x.phase if x.shape[-1] == 1 else _laid_out(x)}
         if x.corr is not None:  # a Dense layer reading it needs the positions' correlation
-            out = replace(out, meta={"flat": (var_map, x.corr)})
-    elif isinstance(layer, L.Cropping1D) and out.is_map:
+            fields["meta"] = {"flat": (var_map, x.corr)}
+        return fields
+    if isinstance(layer, L.Cropping1D):
         # dropping positions at the ends keeps the correlations of those that stay
         start = int(layer.cropping[0])
-        out = replace(out, phase=None if x.phase is None else phases.crop(x.phase, start))
-    elif _lays_out(x, out_shape):
+        return {"phase": None if x.phase is None else phases.crop(x.phase, start)}
+    if _lays_out(x, out_shape):
         corr = x.corr
         if x.xcorr is not None:
             corr = flattened_corr(np.broadcast_to(x.var, x.shape)[None], x.xcorr, None)
         if corr is not None:
-            out = replace(out, corr=corr, xcorr=sequence_xcorr(corr),
-                          phase=x.phase if x.phase is not None else _laid_out(x))
-    return Estimate([out])
+            return {"corr": corr, "xcorr": sequence_xcorr(corr),
+                    "phase": x.phase if x.phase is not None else _laid_out(x)}
+    return {}
 
 
 def _laid_out(x: Signal) -> np.ndarray | None:
