@@ -19,7 +19,7 @@ import numpy as np
 from autoinit_nas._correlation import combine_corr, function_corr
 from autoinit_nas._mixture import Mixture, channel_moments
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
-from autoinit_nas._phases import averaged, function_phase, per_phase
+from autoinit_nas._phases import attach, function_phase, per_phase
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
     _covariance,
@@ -29,7 +29,6 @@ from autoinit_nas._xcorr import (
     function_xcorr,
     lag_zero,
     per_channel_corr,
-    sequence_xcorr,
     sum_xcorr,
 )
 
@@ -383,13 +382,9 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
 def _with_phase(out: Signal, phase: np.ndarray, mean: Any, var: Any, fn: Callable) -> Signal:
     """``out = fn(x)`` for ``x`` a laid-out map: its phases, pair by pair, and the average over
     phases that the other rules read."""
-    period = len(phase)
-    shape = out.shape
-    phase = function_phase(phase, per_phase(np.broadcast_to(mean, shape), period),
-                           per_phase(np.broadcast_to(var, shape), period), fn)
-    corr = averaged(phase, np.broadcast_to(out.var, shape), int(np.prod(shape)))
-    return replace(out, corr=corr, xcorr=sequence_xcorr(corr) if len(shape) == 2 else None,
-                   phase=phase)
+    period, shape = len(phase), out.shape
+    return attach(out, function_phase(phase, per_phase(np.broadcast_to(mean, shape), period),
+                                      per_phase(np.broadcast_to(var, shape), period), fn))
 
 
 def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Signal:

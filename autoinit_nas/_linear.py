@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import keras
@@ -31,7 +30,6 @@ from autoinit_nas._xcorr import (
     dense_flat,
     lag_zero,
     per_channel_corr,
-    sequence_xcorr,
 )
 from autoinit_nas.errors import SignalError
 
@@ -235,6 +233,16 @@ def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
     return values if len(values) == nd else (values[0],) * nd
 
 
+def left_padding(layer: Any, length: int, extent: int) -> int:
+    """How many zeros Keras pads before a 1-D sequence of ``length`` for a window of
+    ``extent`` (``windows`` pads the same)."""
+    padding = str(getattr(layer, "padding", "valid")).lower()
+    stride = _per_axis(getattr(layer, "strides", None) or (extent,), 1)[0]
+    if padding == "same":
+        return max((-(-length // stride) - 1) * stride + extent - length, 0) // 2
+    return extent - 1 if padding == "causal" else 0
+
+
 def windows(m: np.ndarray, kernel_shape: tuple[int, ...], layer: Any) -> np.ndarray | None:
     """The receptive fields of a channels-last batch ``m`` (B, *spatial, C) as a strided view
     (B, *out, C, *kernel_shape), zero-padded as Keras pads ('valid', 'same', 'causal'), for a
@@ -355,15 +363,10 @@ def _filtered_phase(layer: Any, x: Signal, pre: Signal, kernel: np.ndarray) -> S
     size, stride = kernel.shape[0], int(layer.strides[0])
     if int(layer.dilation_rate[0]) != 1:
         return pre
-    n_in, n_out = x.shape[0], pre.shape[0]
-    padding = str(layer.padding).lower()
-    pad = {"same": max((n_out - 1) * stride + size - n_in, 0) // 2, "causal": size - 1}.get(
-        padding, 0)
     rho, _ = phases.window(x.phase, np.broadcast_to(x.var, x.shape),
                            np.broadcast_to(x.mean, x.shape), np.asarray(kernel, float)[:, 0, 0],
-                           stride, pad, n_out)
-    corr = phases.averaged(rho, np.broadcast_to(pre.var, pre.shape), n_out)
-    return replace(pre, corr=corr, xcorr=sequence_xcorr(corr), phase=rho)
+                           stride, left_padding(layer, x.shape[0], size), pre.shape[0])
+    return phases.attach(pre, rho)
 
 
 @register_estimator(_BaseSeparable)

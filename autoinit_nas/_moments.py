@@ -278,14 +278,23 @@ def clark_max(
     m1: np.ndarray, v1: np.ndarray, m2: np.ndarray, v2: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of max(X1, X2) for independent Gaussians (Clark 1961)."""
-    a = np.sqrt(np.maximum(v1 + v2, 0.0))
+    mean, var, _, _ = _clark_step(m1, v1, m2, v2, 0.0)
+    return mean, var
+
+
+def _clark_step(m1: np.ndarray, v1: np.ndarray, m2: np.ndarray, v2: np.ndarray,
+                cov: np.ndarray | float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and variance of max(X1, X2) for Gaussians with covariance ``cov`` (Clark 1961),
+    and the probabilities that X1, X2 is the larger."""
+    a = np.sqrt(np.maximum(v1 + v2 - 2.0 * cov, 0.0))
     safe = np.where(a > 0, a, 1.0)
     alpha = np.where(a > 0, (m1 - m2) / safe, np.where(m1 >= m2, np.inf, -np.inf))
     cdf, cdf_neg = normal_cdf(alpha), normal_cdf(-alpha)
     pdf = _pdf_inf(alpha)
     mean = m1 * cdf + m2 * cdf_neg + a * pdf
     second = (m1**2 + v1) * cdf + (m2**2 + v2) * cdf_neg + (m1 + m2) * a * pdf
-    return mean, np.maximum(second - mean**2, 0.0)
+    return mean, np.maximum(second - mean**2, 0.0), cdf, cdf_neg
 
 
 def clark_max_of(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,15 +304,8 @@ def clark_max_of(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndar
     m, v = mean[:, 0], cov[:, 0, 0]
     c = cov[:, 0, :].copy()  # Cov(running max, member j)
     for k in range(1, mean.shape[1]):
-        mk, vk = mean[:, k], cov[:, k, k]
-        spread = np.sqrt(np.maximum(v + vk - 2.0 * c[:, k], 1e-24))
-        alpha = (m - mk) / spread
-        p_run, p_k = normal_cdf(alpha), normal_cdf(-alpha)
-        dens = np.exp(-0.5 * alpha**2) / np.sqrt(2.0 * np.pi)
-        first = m * p_run + mk * p_k + spread * dens
-        second = (m**2 + v) * p_run + (mk**2 + vk) * p_k + (m + mk) * spread * dens
+        m, v, p_run, p_k = _clark_step(m, v, mean[:, k], cov[:, k, k], c[:, k])
         c = c * p_run[:, None] + cov[:, k, :] * p_k[:, None]
-        m, v = first, np.maximum(second - first**2, 0.0)
     return m, v
 
 

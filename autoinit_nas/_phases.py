@@ -33,16 +33,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 
 from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, _hermite_table
-from autoinit_nas._moments import clark_max_of
-from autoinit_nas._xcorr import MAX_CHANNELS
+from autoinit_nas._moments import clark_max_of, normal_cdf, normal_pdf
+from autoinit_nas._signal import Signal
+from autoinit_nas._xcorr import MAX_CHANNELS, sequence_xcorr
 
 __all__ = [
     "MAX_PERIOD",
+    "attach",
     "averaged",
     "crop",
     "from_xcorr",
@@ -116,6 +119,14 @@ def averaged(rho: np.ndarray, var: np.ndarray, length: int) -> np.ndarray:
     return out[:, None]
 
 
+def attach(out: Signal, rho: np.ndarray) -> Signal:
+    """``out`` with phases ``rho`` and the average correlation the other rules read (for a
+    sequence also as its one-channel ``xcorr``)."""
+    corr = averaged(rho, np.broadcast_to(out.var, out.shape), int(np.prod(out.shape)))
+    return replace(out, corr=corr, xcorr=sequence_xcorr(corr) if len(out.shape) == 2 else None,
+                   phase=rho)
+
+
 def global_mean_var(rho: np.ndarray, var: np.ndarray, length: int) -> float:
     """Variance of the mean of all ``length`` elements."""
     w = _pair_weights(rho, np.sqrt(per_phase(var, len(rho))), length)
@@ -177,9 +188,16 @@ def _tie_share(size: int) -> float:
     above the others, ``int phi^2 Phi^(size - 2) / int phi^2`` (1 for a pair)."""
     z, w, _ = _hermite_table(1, HERMITE_NODES)
     # int phi(t)^2 Phi(t)^(s-2) dt = E_t~N(0,1)[phi(t) Phi(t)^(s-2)]
-    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
-    pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
-    return float(np.sum(w * pdf * cdf ** (size - 2)) / np.sum(w * pdf))
+    pdf = normal_pdf(z)
+    return float(np.sum(w * pdf * normal_cdf(z) ** (size - 2)) / np.sum(w * pdf))
+
+
+def _window_starts(period: int, stride: int, pad: int) -> tuple[int, np.ndarray]:
+    """The output period and, per output phase, the first element read by a representative
+    window far enough in that it reads no padding."""
+    out_period = period // math.gcd(period, stride)
+    first = out_period * math.ceil(pad / (stride * out_period)) if pad else 0
+    return out_period, (first + np.arange(out_period)) * stride - pad
 
 
 def window(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, weights: np.ndarray | None,
@@ -190,17 +208,13 @@ def window(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, weights: np.ndarr
     per output phase, from the max rule). Returns the output phases and, per output phase, the
     variance of ``y`` (the window rule's; for the maximum: ``out_var``)."""
     period = len(rho)
-    out_period = period // math.gcd(period, stride)
+    out_period, a = _window_starts(period, stride, pad)
     is_max = np.ndim(weights) == 0
     size = int(weights) if is_max else len(weights)
     w = np.full(size, 1.0 / size) if is_max else np.asarray(weights, float)
     sd = np.sqrt(per_phase(var, period))
     mu = per_phase(mean, period)
     lags = min(out_length, (rho.shape[1] + size) // stride + 2)
-    # representative outputs, one per phase, far enough in that no window reads padding
-    first = out_period * math.ceil(pad / (stride * out_period)) if pad else 0
-    q = first + np.arange(out_period)
-    a = q * stride - pad  # (P',) window starts
     b = a[:, None] + np.arange(lags)[None, :] * stride  # (P', E) partner window starts
     taps = np.arange(size)
     ii = a[:, None, None, None] + taps[None, None, :, None]  # (P', 1, s, 1)
@@ -209,10 +223,9 @@ def window(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, weights: np.ndarr
                     np.broadcast_to(jj, jj.shape[:2] + (size, size)))  # (P', E, s, s)
     cov = np.einsum("pejk,j,k->pe", g, w, w)
     if is_max and size > 1:
-        cov = cov + _second_order(rho, sd, mu, a, g, size)
+        cov = cov + _second_order(mu, a, g, size)
     v = np.maximum(out_var if is_max else cov[:, 0], 1e-300)
-    partner = (np.arange(out_period)[:, None] + np.arange(lags)[None, :]) % out_period
-    out = cov / np.sqrt(v[:, None] * v[partner])
+    out = cov / np.sqrt(v[:, None] * v[_partner(out_period, lags)])
     out = np.clip(out, -1.0, 1.0)
     out[:, 0] = 1.0
     return _trim(out), v
@@ -225,32 +238,28 @@ def window_max(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, size: int, st
     different channels of the map: uneven and, after a layer with one input channel, strongly
     correlated; taken as alike and with an effective count the variance was 40% low)."""
     period = len(rho)
-    out_period = period // math.gcd(period, stride)
     sd = np.sqrt(per_phase(var, period))
     mu = per_phase(mean, period)
-    first = out_period * math.ceil(pad / (stride * out_period)) if pad else 0
-    a = (first + np.arange(out_period)) * stride - pad
-    idx = a[:, None] + np.arange(size)[None, :]  # (P', s)
+    idx = _window_starts(period, stride, pad)[1][:, None] + np.arange(size)[None, :]  # (P', s)
     cov = _covariance(rho, sd, idx[:, :, None], idx[:, None, :])  # (P', s, s)
     return clark_max_of(mu[idx % period], cov)
 
 
-def _second_order(rho: np.ndarray, sd: np.ndarray, mu: np.ndarray, a: np.ndarray,
-                  g: np.ndarray, size: int) -> np.ndarray:
+def _second_order(mu: np.ndarray, a: np.ndarray, g: np.ndarray, size: int) -> np.ndarray:
     """``1/2 sum_(e, f) h_e h_f (D_e C D_f)^2`` for the maxima of windows ``A`` (start ``a``)
-    and ``B`` at every lag, ``g`` their cross-covariance ``(P', E, s, s)``."""
+    and ``B`` at every lag, ``g`` their cross-covariance ``(P', E, s, s)`` (lag 0: ``A``'s own
+    covariance); ``mu`` the input's mean per phase."""
     pairs = [(i, j) for i in range(size) for j in range(i + 1, size)]
     out_period, lags = g.shape[:2]
     share = _tie_share(size)
+    own = g[:, 0]
     h = np.zeros((out_period, len(pairs)))
     for e, (i, j) in enumerate(pairs):
-        xi, xj = a + i, a + j
-        var_d = (_covariance(rho, sd, xi, xi) + _covariance(rho, sd, xj, xj)
-                 - 2.0 * _covariance(rho, sd, xi, xj))
+        var_d = own[:, i, i] + own[:, j, j] - 2.0 * own[:, i, j]
         sd_d = np.sqrt(np.maximum(var_d, 1e-300))
-        z = (mu[xi % len(rho)] - mu[xj % len(rho)]) / sd_d
+        z = (mu[(a + i) % len(mu)] - mu[(a + j) % len(mu)]) / sd_d
         h[:, e] = share * np.exp(-0.5 * z**2) / (math.sqrt(2.0 * math.pi) * sd_d)
-    partner = (np.arange(out_period)[:, None] + np.arange(lags)[None, :]) % out_period
+    partner = _partner(out_period, lags)
     total = np.zeros((out_period, lags))
     for e, (i, j) in enumerate(pairs):
         for f, (k, m) in enumerate(pairs):

@@ -27,7 +27,7 @@ from autoinit_nas._functions import (
     monte_carlo,
     piecewise_relu,
 )
-from autoinit_nas._linear import windows
+from autoinit_nas._linear import left_padding, windows
 from autoinit_nas._moments import (
     PiecewiseLinear,
     clark_max,
@@ -457,25 +457,28 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         x_corr = _positions_corr(x)
         count = np.minimum(count, effective_count(x_corr, size)[None, :])
         corr = pool_corr(x_corr, size, stride, out_shape[0])
-    out = replace(_max_from(x, avg(pm), avg(pv), count, out_shape), corr=corr)
-    if x.phase is not None:
-        return Estimate([_pooled_phase(layer, x, out, None)])
-    uneven = _uneven_windows(layer, x)
-    if uneven is not None:  # a laid-out map of many channels: members of a window differ
-        out = replace(out, mean=uneven[0], var=uneven[1])
-    return Estimate([out])
+    maxima = _window_maxima(layer, x, out_shape[0])
+    out = _max_from(x, avg(pm), avg(pv), count, out_shape) if maxima is None else \
+        x.like(*maxima, out_shape)
+    out = replace(out, corr=corr)
+    return Estimate([_pooled_phase(layer, x, out, None) if x.phase is not None else out])
 
 
-def _uneven_windows(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
-    """For a one-channel sequence of Gaussian values whose windows hold values of different
-    moments (the channels of a laid-out map): the mean and variance of each window's maximum
-    (Clark, the members correlated as the sequence's average correlation says; for a laid-out
-    map of untracked channels that is 0 within a position). None where the rule for alike
-    values applies."""
+def _window_maxima(layer: Any, x: Signal, n_out: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a one-channel sequence of Gaussian values that lays out a map: the mean and
+    variance of each window's maximum by Clark's method over the window's own members, which
+    are the map's channels (uneven, and correlated as the phases say; without phases as the
+    sequence's average correlation says, 0 within a position). None where the rule for alike
+    values applies (other maps, or windows of alike values)."""
     if not (len(x.shape) == 2 and x.shape[-1] == 1 and x.is_map and x.source is None
             and x.mixture is None):
         return None
-    size = _pool_1d(layer)[0]
+    size, stride = _pool_1d(layer)
+    if x.phase is not None:
+        m, v = phases.window_max(x.phase, np.broadcast_to(x.var, x.shape),
+                                 np.broadcast_to(x.mean, x.shape), size, stride,
+                                 left_padding(layer, x.shape[0], size))
+        return np.resize(m, n_out)[:, None].astype(float), np.resize(v, n_out)[:, None]
 
     def members(m: Any) -> np.ndarray:
         return windows(np.broadcast_to(m, x.shape)[None].astype(float), (size,), layer)[0][:, 0]
@@ -495,19 +498,11 @@ def _uneven_windows(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | No
 
 def _pooled_phase(layer: Any, x: Signal, out: Signal, weights: np.ndarray | None) -> Signal:
     """A pooled laid-out sequence: its phases, and the variance per phase for linear windows
-    (``weights``; None: the maximum over the window, whose variance the max rule gave)."""
+    (``weights``; None: the maximum over the window, whose moments the max rule gave)."""
     size, stride = _pool_1d(layer)
-    n_in, n_out = x.shape[0], out.shape[0]
-    pad = 0
-    if str(layer.padding).lower() == "same":
-        pad = max((n_out - 1) * stride + size - n_in, 0) // 2
+    n_out = out.shape[0]
+    pad = left_padding(layer, x.shape[0], size)
     out_period = len(x.phase) // np.gcd(len(x.phase), stride)
-    if weights is None and x.source is None and x.mixture is None:
-        # Gaussian values: the maximum of each window's own, correlated members
-        m, v = phases.window_max(x.phase, np.broadcast_to(x.var, x.shape),
-                                 np.broadcast_to(x.mean, x.shape), size, stride, pad)
-        out = replace(out, mean=np.resize(m, n_out)[:, None].astype(float),
-                      var=np.resize(v, n_out)[:, None].astype(float))
     out_var = None if weights is not None else phases.per_phase(out.var, out_period)
     rho, v = phases.window(x.phase, np.broadcast_to(x.var, x.shape),
                            np.broadcast_to(x.mean, x.shape), size if weights is None else weights,
