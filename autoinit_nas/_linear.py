@@ -25,6 +25,7 @@ from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import (
     MAX_CHANNELS,
     channel_mean,
+    conv_var,
     conv_xcov,
     correlation_of,
     dense_flat,
@@ -133,23 +134,38 @@ def _correlate(
         return pre, plan, std
     kernel = kernel_nd(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
     kernel = kernel.reshape((1,) * (rank + 2 - kernel.ndim) + kernel.shape)
-    if kernel.ndim != rank + 2 or (rank > 1 and (max(kernel.shape[-2:]) > MAX_CHANNELS
+    if kernel.ndim != rank + 2 or (rank > 1 and (kernel.shape[-2] > MAX_CHANNELS
                                                  or x.xcorr is None)):
         # images with many channels, or whose correlation a layer dropped: not tracked
         # (sequences keep at least the correlation between positions)
         return pre, plan, std
     var_c = channel_mean(x.var, x.shape)
+    independent = var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
     cov = conv_xcov(x.xcorr, x.corr, var_c, kernel, stride, dilation, x.shape[:-1],
                     pre.shape[:-1])
-    if cov is None:  # too many channels: positions only
+    if cov is None:  # too many channels: each output channel's own variance, positions only
+        exact = x.xcorr is not None and _small_var_cost(kernel)
+        if rank > 1:
+            if not exact:
+                return pre, plan, std
+            extra = conv_var(x.xcorr, x.corr, var_c, kernel, dilation, x.shape[:-1])
+            return _add_variance(pre, extra - independent, plan, std, ctx, kernel_var, None,
+                                 bias_var)
         corr, extra = conv_corr(x.corr, var_c, kernel, _as_int(stride), _as_int(dilation),
                                 pre.shape[0])
+        if exact:  # the channels' correlation too (e.g. a wide Dense on a sequence)
+            extra = conv_var(x.xcorr, x.corr, var_c, kernel, dilation, x.shape[:-1]) - independent
         return _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
-    independent = var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
     xcorr = correlation_of(cov)
     corr = per_channel_corr(xcorr) if rank == 1 else None
     return _add_variance(pre, np.diagonal(lag_zero(cov)) - independent, plan, std, ctx, kernel_var,
                          corr, bias_var, xcorr)
+
+
+def _small_var_cost(kernel: np.ndarray) -> bool:
+    """Whether ``conv_var`` is cheap here: its ``(taps x C)^2`` matrix stays small (a Dense
+    layer's one tap always is, within the channel budget)."""
+    return kernel.shape[-2] <= MAX_CHANNELS and kernel[..., 0, 0].size * kernel.shape[-2] <= 384
 
 
 def _as_int(value: int | tuple[int, ...]) -> int:

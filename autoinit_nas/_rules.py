@@ -38,6 +38,7 @@ from autoinit_nas._moments import (
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
+    _center,
     channel_mean,
     concat_xcorr,
     correlation_of,
@@ -596,16 +597,49 @@ def _normalize(x: Signal, axes: tuple[int, ...], gamma: Any, beta: Any, eps: flo
     """Standardize over ``axes`` of the sample map (training-mode statistics), then affine."""
     xm = x.as_map()
     mu, var = normalization_stats(x, axes)
-    denom = var + eps
     g = 1.0 if gamma is None else gamma
     b = 0.0 if beta is None else beta
+    channels = len(x.shape) - 1
+    xcorr, spread = x.xcorr, xm.var
+    if channels in axes:  # each sample's mean over the channels is subtracted
+        xcorr = None
+        if axes == (channels,) and x.xcorr is not None:
+            xcorr, spread, var = _centered_channels(xm, x.xcorr, var)
+    denom = var + eps
     mean = g * (xm.mean - mu) / np.sqrt(denom) + b
     out = Signal(np.broadcast_to(mean, x.shape).astype(float),
-                 np.broadcast_to(g**2 * xm.var / denom, x.shape).astype(float), x.shape,
-                 corr=x.corr,  # an affine map per channel keeps the correlations ...
-                 # ... but not one that subtracts each sample's mean over the channels
-                 xcorr=None if len(x.shape) - 1 in axes else x.xcorr)
+                 np.broadcast_to(g**2 * spread / denom, x.shape).astype(float), x.shape,
+                 corr=x.corr,  # an affine map per channel keeps the correlations
+                 xcorr=xcorr)
     return out if x.is_map else out.collapse()
+
+
+def _centered_channels(xm: Signal, xcorr: np.ndarray, var: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalizing over the channels subtracts each sample's channel mean: with the channels'
+    covariance ``G[d]`` (from ``xcorr``) the centered map has ``P G[d] P``, ``P = I - 11^T/C``,
+    at every offset. Returns its correlation, each channel's variance (the diagonal) and the
+    variance the normalization divides by (``var`` less the channel mean's own variance)."""
+    var_c = channel_mean(xm.var, xm.shape)
+    sd = np.sqrt(np.maximum(var_c, 0.0))
+    cov = xcorr * sd[:, None] * sd[None, :]
+    cov = cov - cov.mean(axis=-1, keepdims=True)
+    cov = cov - cov.mean(axis=-2, keepdims=True)
+    # dividing by each sample's own spread evens the channels out. With v, w ~ N(0, .) the
+    # centered channels at two positions, S = Cov(v), G = Cov(v, w), T = tr S, the delta method
+    # on v w^T / sqrt(|v|^2 |w|^2) gives (G (1 + 3/2 tr(S^2)/T^2 + 1/2 tr(G G^T)/T^2)
+    # - (S G + G S) / T) / T at every offset (the trace of lag 0 is kept)
+    center = _center(cov)
+    s0 = cov[center].copy()
+    trace = max(float(np.trace(s0)), 1e-300)
+    gain = 1.0 + (1.5 * float(np.sum(s0 * s0.T)) + 0.5 * np.sum(cov * cov, axis=(-2, -1),
+                                                                   keepdims=True)) / trace**2
+    cov = cov * gain - (s0 @ cov + cov @ s0) / trace
+    lag0 = np.maximum(np.diagonal(cov[center]), 0.0)
+    keep = min(float(np.mean(lag0)) / max(float(np.mean(var_c)), 1e-300), 1.0)
+    spread = np.broadcast_to(xm.var, xm.shape) * (lag0 / np.maximum(var_c, 1e-300))
+    own = np.mean(np.broadcast_to(xm.var, xm.shape), axis=-1, keepdims=True)
+    return correlation_of(cov), spread, np.maximum(var - own * (1.0 - keep), 0.0)
 
 
 def _param_shape(values: Any, shape: tuple[int, ...], axes: tuple[int, ...]) -> Any:

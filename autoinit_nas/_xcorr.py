@@ -44,6 +44,7 @@ __all__ = [
     "MAX_CHANNELS",
     "channel_mean",
     "concat_xcorr",
+    "conv_var",
     "conv_xcov",
     "correlation_of",
     "dense_flat",
@@ -224,6 +225,33 @@ def conv_xcov(
     shape = tuple(2 * k + 1 for k in k_out)
     # neg[i] is the lag opposite half[i]: flat index c - i; so G_out[c + i] = neg[i]^T
     return _mirrored(np.swapaxes(neg, -1, -2), shape)
+
+
+def conv_var(
+    xcorr: np.ndarray | None,
+    corr: np.ndarray | None,
+    var_c: np.ndarray,
+    kernel: np.ndarray,
+    dilation: int | tuple[int, ...],
+    in_size: int | tuple[int, ...],
+) -> np.ndarray:
+    """Per output channel, the lag-0 variance ``sum_{j, j'} W[j]^T G[dil (j' - j)] W[j']`` of a
+    convolution with kernel ``(*taps, C, O)``: the diagonal of ``conv_xcov``'s lag 0, for
+    outputs past the budget (only the input's ``C x C`` covariance is formed)."""
+    rank = kernel.ndim - 2
+    taps, (channels, outs) = kernel.shape[:rank], kernel.shape[rank:]
+    dilations = np.asarray(_as_tuple(dilation, rank))
+    g = _covariance(xcorr, corr, var_c, _as_tuple(in_size, rank))
+    k_in = np.asarray(_center(g))
+    tap = np.stack(np.meshgrid(*[np.arange(n) for n in taps], indexing="ij"), -1).reshape(-1, rank)
+    lag = (tap[None, :, :] - tap[:, None, :]) * dilations  # (J, J', rank): j' - j
+    ok = np.all(np.abs(lag) <= k_in, axis=-1)
+    idx = np.ravel_multi_index(tuple(np.moveaxis(np.clip(lag + k_in, 0, 2 * k_in), -1, 0)),
+                               g.shape[:rank])
+    blocks = g.reshape(-1, channels, channels)[idx] * ok[..., None, None]  # (J, J', C, C)
+    big = blocks.transpose(0, 2, 1, 3).reshape(len(tap) * channels, len(tap) * channels)
+    w = kernel.reshape(-1, outs)
+    return np.einsum("ao,ao->o", big @ w, w)
 
 
 def rescale_xcorr(xcorr: np.ndarray | None, before: np.ndarray, after: np.ndarray
