@@ -136,7 +136,7 @@ def _correlate(
     kernel = kernel.reshape((1,) * (rank + 2 - kernel.ndim) + kernel.shape)
     if kernel.ndim != rank + 2 or (rank > 1 and (kernel.shape[-2] > MAX_CHANNELS
                                                  or x.xcorr is None)):
-        # images with many channels, or whose correlation a layer dropped: not tracked
+        # images with many input channels, or whose correlation a layer dropped: not tracked
         # (sequences keep at least the correlation between positions)
         return pre, plan, std
     var_c = channel_mean(x.var, x.shape)

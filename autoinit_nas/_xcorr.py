@@ -17,11 +17,13 @@ spatial axis (``(2K + 1, ..., C, C)``; a flat vector ``(C,)`` has ``(1, C, C)``)
   ``Cov(f(X_c), f(X_c')) = sum_n a_n(c) a_n(c') rho^n`` with ``a_n(c)`` the normalized Hermite
   coefficients of ``f`` at channel ``c``'s moments;
 * Add sums the parts' covariances (parts independent), Concatenate places them block by block,
-  Dropout adds white noise, BatchNormalization keeps it;
+  Dropout adds white noise, BatchNormalization keeps it, LayerNormalization over the channels
+  centers it (``P G P``, then the per-sample division by the delta method);
 * global average pooling sums the cross-covariance over offsets with triangular weights; global
   max pooling keeps the channels' correlation from it (an approximation);
 * a Dense layer on a flat vector adds ``w^T C w - sum_c w_c^2 C_cc`` to each unit's variance
-  and passes on ``W^T C W``;
+  and passes on ``W^T C W``; a layer with more outputs than the budget gets only each output's
+  own variance (``conv_var``), and its output's correlation is not tracked;
 * a flat vector laid out as a one-channel sequence (Flatten or Dense, then Reshape to
   ``(n, 1)``) gets the correlation between all its positions (``flattened_corr``).
 
