@@ -631,10 +631,11 @@ def _centered_channels(xm: Signal, xcorr: np.ndarray, var: np.ndarray
     # - (S G + G S) / T) / T at every offset (the trace of lag 0 is kept)
     center = _center(cov)
     s0 = cov[center].copy()
-    trace = max(float(np.trace(s0)), 1e-300)
-    gain = 1.0 + (1.5 * float(np.sum(s0 * s0.T)) + 0.5 * np.sum(cov * cov, axis=(-2, -1),
-                                                                   keepdims=True)) / trace**2
-    cov = cov * gain - (s0 @ cov + cov @ s0) / trace
+    trace = float(np.trace(s0))
+    if trace > 1e-12 * float(np.sum(var_c)):  # else the channels are alike: nothing is left
+        gain = 1.0 + (1.5 * float(np.sum(s0 * s0.T)) + 0.5 * np.sum(cov * cov, axis=(-2, -1),
+                                                                       keepdims=True)) / trace**2
+        cov = cov * gain - (s0 @ cov + cov @ s0) / trace
     lag0 = np.maximum(np.diagonal(cov[center]), 0.0)
     keep = min(float(np.mean(lag0)) / max(float(np.mean(var_c)), 1e-300), 1.0)
     spread = np.broadcast_to(xm.var, xm.shape) * (lag0 / np.maximum(var_c, 1e-300))
