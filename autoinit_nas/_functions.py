@@ -39,6 +39,7 @@ __all__ = [
     "piecewise_relu",
     "is_identity",
     "NON_ELEMENTWISE",
+    "mixture_or_gaussian",
     "softmax_mixture_weight",
     "sum_mixture",
     "linear_combination",
@@ -208,6 +209,14 @@ def _mixture_of(x: Signal, channels: int) -> Mixture | None:
         return None
     return Mixture(*(np.repeat(a, channels, axis=0) for a in
                      (mix.atoms, mix.probs, mix.spread, mix.noise_mean, mix.noise_var)))
+
+
+def mixture_or_gaussian(x: Signal, channels: int) -> Mixture:
+    """The signal's per-channel mixture (from its source if needed), else one Gaussian per
+    channel at its channel moments."""
+    mix = _mixture_of(x, channels)
+    return mix if mix is not None else Mixture.gaussian(*channel_moments(x.mean, x.var,
+                                                                         channels))
 
 
 def sum_mixture(xs: list[Signal], coeffs: Any, out_shape: tuple[int, ...]) -> Mixture | None:

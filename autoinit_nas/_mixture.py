@@ -98,15 +98,45 @@ class Mixture:
     def of_function(fn: Callable[[np.ndarray], np.ndarray], mean: np.ndarray,
                     var: np.ndarray) -> Mixture:
         """The distribution of ``fn(G)``, G ~ N(mean[c], var[c]) per channel."""
-        c = len(mean)
-        base = Mixture(np.asarray(mean, float)[:, None], np.ones((c, 1)), np.zeros((c, 1)),
-                       np.zeros(c), np.maximum(np.asarray(var, float), 0.0))
-        return base.apply(fn, nodes=SOURCE_NODES)[2]
+        return Mixture.gaussian(mean, var).apply(fn, nodes=SOURCE_NODES)[2]
 
     def shifted(self, mean: np.ndarray, var: np.ndarray, scale: float = 1.0) -> Mixture:
         """``scale * x + G`` with G ~ N(mean, var) independent (per channel arrays)."""
         return Mixture(self.atoms * scale, self.probs, self.spread * scale**2,
                        self.noise_mean * scale + mean, self.noise_var * scale**2 + var)
+
+    def dropped(self, rate: float) -> Mixture:
+        """``x * b / (1 - rate)`` with ``b ~ Bernoulli(1 - rate)`` (dropout): an atom at 0 with
+        probability ``rate`` beside the scaled mixture (its noise folded into the atoms)."""
+        c = self.channels
+        keep = 1.0 - rate
+        return Mixture(
+            np.concatenate([np.zeros((c, 1)), (self.atoms + self.noise_mean[:, None]) / keep], 1),
+            np.concatenate([np.full((c, 1), rate), keep * self.probs], 1),
+            np.concatenate([np.zeros((c, 1)), (self.spread + self.noise_var[:, None]) / keep**2],
+                           1),
+            np.zeros(c), np.zeros(c))
+
+    @staticmethod
+    def gaussian(mean: np.ndarray, var: np.ndarray) -> Mixture:
+        """One Gaussian per channel (a single atom)."""
+        c = len(mean)
+        return Mixture(np.asarray(mean, float)[:, None], np.ones((c, 1)), np.zeros((c, 1)),
+                       np.zeros(c), np.maximum(np.asarray(var, float), 0.0))
+
+    @staticmethod
+    def stacked(parts: list[Mixture]) -> Mixture:
+        """Channels side by side (atoms padded with empty ones to the longest)."""
+        k = max(m.atoms.shape[1] for m in parts)
+
+        def pad(a: np.ndarray, value: float = 0.0) -> np.ndarray:
+            return np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=value)
+
+        return Mixture(np.concatenate([pad(m.atoms) for m in parts]),
+                       np.concatenate([pad(m.probs) for m in parts]),
+                       np.concatenate([pad(m.spread) for m in parts]),
+                       np.concatenate([m.noise_mean for m in parts]),
+                       np.concatenate([m.noise_var for m in parts]))
 
     def plus(self, other: Mixture, scale: float = 1.0) -> Mixture:
         """``self + scale * other`` for independent mixtures (atoms convolved and re-binned)."""

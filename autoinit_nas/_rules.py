@@ -24,10 +24,12 @@ from autoinit_nas._functions import (
     apply_function,
     as_numpy_fn,
     linear_combination,
+    mixture_or_gaussian,
     monte_carlo,
     piecewise_relu,
 )
 from autoinit_nas._linear import left_padding, windows
+from autoinit_nas._mixture import Mixture
 from autoinit_nas._moments import (
     PiecewiseLinear,
     clark_max,
@@ -193,7 +195,12 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
             xcorr = concat_xcorr([(channel_mean(m.var, m.shape), m.xcorr, m.corr) for m in maps],
                                  tuple(out_shape[:-1]) or (1,),
                                  _links.pairwise(ctx, inputs) if related else None)
-        return Estimate([Signal(mean, var, out_shape, corr=corr, xcorr=xcorr)])
+        mixture = None
+        if channels_axis and any(m.mixture is not None or m.source is not None for m in maps):
+            # the parts' shapes side by side, for a function after the concatenation
+            mixture = Mixture.stacked([mixture_or_gaussian(m, m.shape[-1]) for m in maps])
+        return Estimate([Signal(mean, var, out_shape, mixture=mixture, corr=corr,
+                                xcorr=xcorr)])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
     mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs, strict=True)))
@@ -220,6 +227,10 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
     elif x.xcorr is not None and out.is_map and not isinstance(layer, _SPATIAL_DROPOUT):
         before, after = channel_mean(x.var, x.shape), channel_mean(out.var, x.shape)
         out = replace(out, xcorr=rescale_xcorr(x.xcorr, before, after))
+    if p > 0.0:
+        # each element is 0 or x / (1 - p): a mixture, not a Gaussian, for the next function
+        channels = x.shape[-1] if out.is_map and x.shape else 1
+        out = replace(out, mixture=mixture_or_gaussian(x, channels).dropped(p))
     return Estimate([out])
 
 
@@ -268,7 +279,7 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     changes_values = isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
                                         L.Cropping1D, L.Cropping2D, L.Cropping3D))
     if not x.is_map and not changes_values:
-        return Estimate([Signal(x.mean, x.var, out_shape, x.source)])
+        return Estimate([Signal(x.mean, x.var, out_shape, x.source, x.mixture)])
     if isinstance(layer, (L.Flatten, L.Reshape)) and (
             getattr(layer, "data_format", "channels_last") == "channels_last"):
         # C-order reshapes of one sample: NumPy, no TensorFlow call
@@ -283,7 +294,25 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
                           xcorr=x.source.xcorr, phase=x.source.phase)
             kept = {k: v for k, v in _moved(layer, root, out_shape).items() if k != "meta"}
             out = replace(out, source=replace(out.source, **kept))
+        if x.mixture is not None:
+            out = replace(out, mixture=_moved_mixture(layer, x, out_shape))
     return Estimate([out])
+
+
+def _moved_mixture(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> Any:
+    """The per-channel mixture after a mover: one channel's holds for every element; a
+    Flatten of a sequence repeats its channels' in order (zero padding changes values: none)."""
+    mix = x.mixture
+    if isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)):
+        return None
+    if mix.channels == 1 or (out_shape and mix.channels == out_shape[-1]
+                             and x.shape[-1] == out_shape[-1]):
+        return mix
+    if isinstance(layer, L.Flatten) and len(out_shape) == 1 and mix.channels == x.shape[-1]:
+        reps = int(np.prod(x.shape[:-1]))
+        return type(mix)(*(np.tile(a, (reps,) + (1,) * (a.ndim - 1)) for a in
+                           (mix.atoms, mix.probs, mix.spread, mix.noise_mean, mix.noise_var)))
+    return None
 
 
 def _moved(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -632,7 +661,11 @@ def _centered_channels(xm: Signal, xcorr: np.ndarray, var: np.ndarray
     center = _center(cov)
     s0 = cov[center].copy()
     trace = float(np.trace(s0))
-    if trace > 1e-12 * float(np.sum(var_c)):  # else the channels are alike: nothing is left
+    if trace <= 1e-8 * float(np.sum(var_c)):
+        # alike channels (the same tensor twice, up to the walk's rounding): what is left is
+        # float32 rounding over epsilon, and the output is beta
+        cov = np.zeros_like(cov)
+    else:
         gain = 1.0 + (1.5 * float(np.sum(s0 * s0.T)) + 0.5 * np.sum(cov * cov, axis=(-2, -1),
                                                                        keepdims=True)) / trace**2
         cov = cov * gain - (s0 @ cov + cov @ s0) / trace
