@@ -39,6 +39,7 @@ __all__ = [
     "piecewise_relu",
     "is_identity",
     "NON_ELEMENTWISE",
+    "mixable",
     "mixture_or_gaussian",
     "softmax_mixture_weight",
     "sum_mixture",
@@ -165,7 +166,7 @@ def _compose(outer: Callable, inner: Callable) -> Callable:
     return composed
 
 
-def _mixable(fn: Any) -> bool:
+def mixable(fn: Any) -> bool:
     """Functions a per-channel mixture can go through (not per-element slopes, as PReLU's)."""
     return not (isinstance(fn, PiecewiseLinear) and any(np.ndim(s) for s in fn.slopes))
 
@@ -191,7 +192,7 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     g_var = np.maximum(g_second - g_first**2, 0.0)
     out = Signal(np.asarray(first + (exact_mean - g_first)),
                  np.maximum(var + (exact_var - g_var), 0.0), x.shape, src, out_mix)
-    if x.phase is not None and _mixable(fn):
+    if x.phase is not None and mixable(fn):
         return _with_phase(out, x.phase, x.mean, x.var, fn)
     corr, xcorr = _fn_correlations(x.corr, x.xcorr, x.mean, x.var, fn, x.shape)
     return replace(out, corr=corr, xcorr=xcorr)
@@ -200,7 +201,7 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
 def _mixture_of(x: Signal, channels: int) -> Mixture | None:
     """The signal's per-channel mixture, made from its source if needed; None if Gaussian."""
     mix = x.mixture
-    if mix is None and x.source is not None and _mixable(x.source.fn):
+    if mix is None and x.source is not None and mixable(x.source.fn):
         mean, var = channel_moments(x.source.mean, x.source.var, channels)
         mix = Mixture.of_function(x.source.fn, mean, var)
     if mix is None or mix.channels == channels:
@@ -350,7 +351,7 @@ def _fn_correlations(corr: np.ndarray | None, xcorr: np.ndarray | None, mean: An
     """Correlations of fn(G) between positions (sequences) and between channels (any map);
     None where not tracked. With both, the positions' correlation is the diagonal of the
     channels' one, so the Hermite series runs once."""
-    if not shape or not _mixable(fn) or (corr is None and xcorr is None):
+    if not shape or not mixable(fn) or (corr is None and xcorr is None):
         return None, None
     if len(shape) == 1 and corr is not None:  # a flat vector's positions in order, one channel
         one = (np.atleast_1d(np.mean(mean)), np.atleast_1d(np.mean(var)))
@@ -368,7 +369,7 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     """Moments of fn(x) for a numpy elementwise fn, working on the Gaussian under x if known."""
     if is_identity(fn):
         return x
-    if x.mixture is not None and _mixable(fn):
+    if x.mixture is not None and mixable(fn):
         return _through_mixture(fn, x)
     if x.source is not None:
         pre_mean, pre_var = x.source.mean, x.source.var
@@ -382,7 +383,7 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     src = Source(np.asarray(pre_mean), np.asarray(pre_var), full, root_corr, root_xcorr,
                  root_phase)
     out = Signal(np.asarray(first), np.asarray(var), x.shape, src)
-    if root_phase is not None and x.is_map and _mixable(full):
+    if root_phase is not None and x.is_map and mixable(full):
         return _with_phase(out, root_phase, pre_mean, pre_var, full)
     corr, xcorr = _fn_correlations(root_corr, root_xcorr, pre_mean, pre_var, full, x.shape)
     return replace(out, corr=corr, xcorr=xcorr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -19,7 +20,13 @@ import numpy as np
 from autoinit_nas import _phases as phases
 from autoinit_nas._context import Context, Estimate
 from autoinit_nas._correlation import conv_corr, flat_cross_variance
-from autoinit_nas._functions import apply_function, softmax_mixture_weight
+from autoinit_nas._functions import (
+    apply_function,
+    mixable,
+    mixture_or_gaussian,
+    softmax_mixture_weight,
+)
+from autoinit_nas._mixture import SOURCE_NODES, Mixture, _hermite, channel_moments
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import (
@@ -241,7 +248,50 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     else:
         pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k[None],
                                     bias_var=layer.bias)
+    if ctx.realized and pre.is_map and (x.mixture is not None or x.source is not None):
+        pre = _affine_image(x, pre, np.asarray(_final_kernel(layer.kernel, plan, ctx), float))
     return _finish(layer, pre, plan, std, ctx)
+
+
+def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
+    """A Dense layer whose inputs are all affine images of one variable (one input channel, or
+    channels correlated +-1) makes every output one too, so the variable's shape (a function's,
+    dropout's) goes on instead of a Gaussian: output ``u`` is ``shift_u + scale_u Z`` with ``Z``
+    the standardized first channel and ``scale_u = sum_c W[c, u] sign(rho_0c) sd_c``."""
+    channels, units = kernel.shape
+    if channels > 1:
+        if x.xcorr is None:
+            return pre
+        rho = lag_zero(x.xcorr)
+        if np.min(np.abs(rho)) < 1.0 - 1e-6:
+            return pre
+        signs = np.sign(rho[0])
+    else:
+        signs = np.ones(1)
+    if x.mixture is None and x.source is not None and mixable(x.source.fn):
+        # f(G) itself, node by node (no re-binning: its tails stay for a function after)
+        g_mean, g_var = channel_moments(x.source.mean, x.source.var, channels)
+        z, w = _hermite(SOURCE_NODES)
+        z, w = z[w > 1e-12], w[w > 1e-12]  # |z| < 7: the rest weigh nothing but set the scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = np.nan_to_num(np.asarray(
+                x.source.fn(g_mean[0] + math.sqrt(max(g_var[0], 0.0)) * z), float))
+        mix = Mixture(values[None], w[None], np.zeros((1, len(z))), np.zeros(1), np.zeros(1))
+    else:
+        mix = mixture_or_gaussian(x, channels)
+    mean_c, var_c = channel_moments(x.mean, x.var, channels)
+    m0, v0 = mix.moments()
+    if v0[0] <= 0.0:
+        return pre
+    scale = (signs * np.sqrt(np.maximum(var_c, 0.0))) @ kernel  # (units,)
+    shift, _ = channel_moments(pre.mean, pre.var, units)
+    z_atoms = (mix.atoms[0] + mix.noise_mean[0] - m0[0]) / math.sqrt(v0[0])
+    z_spread = (mix.spread[0] + mix.noise_var[0]) / v0[0]
+    atoms = shift[:, None] + scale[:, None] * z_atoms[None, :]
+    spread = np.square(scale)[:, None] * z_spread[None, :]
+    out = Mixture(atoms, np.broadcast_to(mix.probs[0], atoms.shape).copy(), spread,
+                  np.zeros(units), np.zeros(units))
+    return replace(pre, mixture=out)
 
 
 def _per_axis(value: Any, nd: int) -> tuple[int, ...]:

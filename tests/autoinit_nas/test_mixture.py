@@ -67,3 +67,52 @@ def test_deep_residual_stack_stays_predicted(activation):
     assert last.measured_var > (3.0 if activation == "relu" else 0.4)
     assert last.var == pytest.approx(last.measured_var, rel=0.03)
     assert np.median(report.errors()) < 0.015
+
+
+def _predicted_and_measured(model: keras.Model, name: str) -> tuple[float, float, float, float]:
+    """(predicted mean, var, measured mean, var) of layer ``name`` under N(0, 1) input."""
+    report = initialize(model, seed=0)
+    entry = {e["name"]: e for e in report.to_dict()["layers"]}[name]
+    x = np.random.default_rng(3).standard_normal((8192, 40, 1)).astype("float32")
+    sub = keras.Model(model.inputs, model.get_layer(name).output)
+    y = np.asarray(sub(x, training=True), float)
+    return entry["mean"], entry["var"], float(y.mean()), float(y.var())
+
+
+def _square(t):
+    return t * t
+
+
+@pytest.mark.parametrize("rate, fn, between, tolerance", [
+    (0.25, "exponential", None, 0.15),  # Gaussian rule: 0.51x
+    (0.5, "relu", None, 0.02),  # 0.81x
+    (0.25, "softplus", "flatten", 0.02),
+    (0.5, _square, "concat", 0.02),  # 0.76x
+])
+def test_function_after_dropout_sees_its_mixture(rate, fn, between, tolerance):
+    # each element after dropout is 0 (probability rate) or x / (1 - rate): a function of it is
+    # integrated over that mixture, also through a Flatten or a Concatenate in between
+    inp = keras.Input((40, 1))
+    h = keras.layers.Dropout(rate)(inp)
+    if between == "flatten":
+        h = keras.layers.Flatten()(h)
+    if between == "concat":
+        h = keras.layers.Concatenate()([h, keras.layers.Conv1D(8, 3, padding="same")(inp)])
+    model = keras.Model(inp, keras.layers.Activation(fn, name="act")(h))
+    p_mean, p_var, m_mean, m_var = _predicted_and_measured(model, "act")
+    assert abs(p_var / m_var - 1.0) < tolerance, (p_var, m_var)
+    assert abs(p_mean - m_mean) < 0.02 * max(1.0, abs(m_mean)), (p_mean, m_mean)
+
+
+@pytest.mark.parametrize("first, second", [("tanh", "exponential"), ("sigmoid", "exponential"),
+                                           ("relu", _square)])
+def test_dense_layers_of_one_channel_keep_its_shape(first, second):
+    # Dense on a one-channel sequence, then Dense again: every unit is an affine image of the
+    # same f(x), so the function after them integrates over f(x), not over a Gaussian
+    # (tanh then exp was predicted at 4364 for a measured 12.3)
+    inp = keras.Input((40, 1))
+    h = keras.layers.Dense(24)(keras.layers.Dense(16)(keras.layers.Activation(first)(inp)))
+    model = keras.Model(inp, keras.layers.Activation(second, name="act")(h))
+    p_mean, p_var, m_mean, m_var = _predicted_and_measured(model, "act")
+    assert abs(p_var / m_var - 1.0) < 0.05, (p_var, m_var)
+    assert abs(p_mean / m_mean - 1.0) < 0.02, (p_mean, m_mean)
