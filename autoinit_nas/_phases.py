@@ -225,7 +225,8 @@ def window(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, weights: np.ndarr
     if is_max and size > 1:
         cov = cov + _second_order(mu, a, g, size)
     v = np.maximum(out_var if is_max else cov[:, 0], 1e-300)
-    out = cov / np.sqrt(v[:, None] * v[_partner(out_period, lags)])
+    sd_out = np.sqrt(v)  # (the product of two variances can underflow to 0)
+    out = cov / (sd_out[:, None] * sd_out[_partner(out_period, lags)])
     out = np.clip(out, -1.0, 1.0)
     out[:, 0] = 1.0
     return _trim(out), v
