@@ -279,7 +279,7 @@ def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
         mix = Mixture(values[None], w[None], np.zeros((1, len(z))), np.zeros(1), np.zeros(1))
     else:
         mix = mixture_or_gaussian(x, channels)
-    mean_c, var_c = channel_moments(x.mean, x.var, channels)
+    _, var_c = channel_moments(x.mean, x.var, channels)
     m0, v0 = mix.moments()
     if v0[0] <= 0.0:
         return pre

@@ -299,19 +299,19 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     return Estimate([out])
 
 
-def _moved_mixture(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> Any:
+def _moved_mixture(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> Mixture | None:
     """The per-channel mixture after a mover: one channel's holds for every element; a
     Flatten of a sequence repeats its channels' in order (zero padding changes values: none)."""
     mix = x.mixture
-    if isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)):
-        return None
+    if isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Permute)):
+        return None  # (Permute: the last axis may be another one of the same size)
     if mix.channels == 1 or (out_shape and mix.channels == out_shape[-1]
                              and x.shape[-1] == out_shape[-1]):
         return mix
     if isinstance(layer, L.Flatten) and len(out_shape) == 1 and mix.channels == x.shape[-1]:
         reps = int(np.prod(x.shape[:-1]))
-        return type(mix)(*(np.tile(a, (reps,) + (1,) * (a.ndim - 1)) for a in
-                           (mix.atoms, mix.probs, mix.spread, mix.noise_mean, mix.noise_var)))
+        return Mixture(*(np.tile(a, (reps,) + (1,) * (a.ndim - 1)) for a in
+                         (mix.atoms, mix.probs, mix.spread, mix.noise_mean, mix.noise_var)))
     return None
 
 
