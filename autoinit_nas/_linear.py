@@ -148,6 +148,13 @@ def _correlate(
         return pre, plan, std
     var_c = channel_mean(x.var, x.shape)
     independent = var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
+    image = x.meta.get("image") if x.xcorr is None and rank == 1 else None
+    if image is not None:
+        # every input channel is a convolution of one channel z: so is the output, and the
+        # layer is one convolution of z (exact, whatever the channel count)
+        z, k_z = image
+        x, kernel = z, _compose(k_z, kernel)
+        var_c = channel_mean(z.var, z.shape)
     cov = conv_xcov(x.xcorr, x.corr, var_c, kernel, stride, dilation, x.shape[:-1],
                     pre.shape[:-1])
     if cov is None:  # too many channels: each output channel's own variance, positions only
@@ -160,13 +167,47 @@ def _correlate(
                                  bias_var)
         corr, extra = conv_corr(x.corr, var_c, kernel, _as_int(stride), _as_int(dilation),
                                 pre.shape[0])
+        if image is not None:  # conv_corr's extra is over z's independent terms
+            extra = extra + var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0) \
+                - independent
         if exact:  # the channels' correlation too (e.g. a wide Dense on a sequence)
             extra = conv_var(x.xcorr, x.corr, var_c, kernel, dilation, x.shape[:-1]) - independent
-        return _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
+        out = _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
+        return _as_image(x, image, kernel, ctx, out, kernel_var, kernel_nd, stride, dilation)
     xcorr = correlation_of(cov)
     corr = per_channel_corr(xcorr) if rank == 1 else None
     return _add_variance(pre, np.diagonal(lag_zero(cov)) - independent, plan, std, ctx, kernel_var,
                          corr, bias_var, xcorr)
+
+
+#: Longest kernel a one-channel image keeps (a chain of convolutions lengthens it).
+MAX_IMAGE_TAPS = 64
+
+
+def _compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The kernel of two stride-1 convolutions in a row: ``(t1, 1, C)`` then ``(t2, C, O)`` ->
+    ``(t1 + t2 - 1, 1, O)``."""
+    out = np.zeros((len(first) + len(second) - 1, 1, second.shape[-1]))
+    for j, tap in enumerate(second):
+        out[j:j + len(first)] += first @ tap
+    return out
+
+
+def _as_image(x: Signal, image: Any, kernel: np.ndarray, ctx: Context,
+              result: tuple[Signal, dict[str, np.ndarray], float | None], kernel_var: Any,
+              kernel_nd: Callable[[np.ndarray], np.ndarray], stride: Any, dilation: Any,
+              ) -> tuple[Signal, dict[str, np.ndarray], float | None]:
+    """Past the channel budget, a stride-1 convolution of one channel z (or of an image of z)
+    is kept as ``meta['image'] = (z, kernel)`` with its final kernel, for the next linear layer
+    (``x`` and ``kernel`` here are already z and the composed kernel when ``image`` is set)."""
+    pre, plan, std = result
+    if (_as_int(stride) != 1 or _as_int(dilation) != 1 or len(kernel) > MAX_IMAGE_TAPS
+            or x.shape[-1] != 1 or len(x.shape) != 2):
+        return result
+    final = kernel_nd(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
+    final = final.reshape((1,) * (3 - final.ndim) + final.shape)
+    k_z = final if image is None else _compose(image[1], final)
+    return replace(pre, meta={**pre.meta, "image": (x, k_z)}), plan, std
 
 
 def _small_var_cost(kernel: np.ndarray) -> bool:

@@ -284,3 +284,30 @@ def test_layer_norm_over_correlated_channels_keeps_their_centered_correlation(
     assert np.mean(err) < 0.04, np.mean(err)
     predicted = np.broadcast_to(sig.var, (64, channels))[16:48].mean(axis=0)
     assert np.max(np.abs(predicted / y.var(axis=0) - 1.0)) < 0.2
+
+
+def test_wide_layers_of_one_channel_stay_convolutions_of_it() -> None:
+    # Dense(128) on a one-channel sequence: every unit is a_u z, correlated +-1 past the channel
+    # budget. The next Dense(128) and a SeparableConv1D are convolutions of z with composed
+    # kernels, so their per-channel variances are exact (before: the 128 channels were taken as
+    # independent, and the second Dense's units were all predicted alike, pattern correlation
+    # 0.1 with the measured)
+    from autoinit_nas._context import Options
+    from autoinit_nas.autoinit import _walk_plan
+
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((4096, 40, 1)).astype("float32")
+    for seed in range(2):
+        inp = keras.Input((40, 1))
+        h = L.Dense(128, name="second")(L.Dense(128)(L.Conv1D(1, 3, padding="same")(inp)))
+        model = keras.Model(inp, L.SeparableConv1D(8, 5, padding="same", name="third")(h))
+        initialize(model, seed=seed)
+        _, _, records = _walk_plan(model, Options(seed=seed), seed, planned={})
+        sig = {path: est.outputs[0] for path, op, est in records if est.outputs}
+        sub = keras.Model(inp, [model.get_layer("second").output, model.output])
+        for name, y in zip(("second", "third"), sub(x), strict=True):
+            y = np.asarray(y)
+            predicted = np.broadcast_to(sig[name].var, y.shape[1:])[8:32].mean(axis=0)
+            measured = y.var(axis=0)[8:32].mean(axis=0)
+            assert np.median(np.abs(predicted / measured - 1.0)) < 0.05, (seed, name)
+            assert np.corrcoef(predicted, measured)[0, 1] > 0.98, (seed, name)
