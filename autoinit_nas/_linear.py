@@ -148,7 +148,8 @@ def _correlate(
         return pre, plan, std
     var_c = channel_mean(x.var, x.shape)
     independent = var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
-    image = x.meta.get("image") if x.xcorr is None and rank == 1 else None
+    image = (x.meta.get("image") if x.xcorr is None and rank == 1 and _as_int(dilation) == 1
+             else None)
     if image is not None:
         # every input channel is a convolution of one channel z: so is the output, and the
         # layer is one convolution of z (exact, whatever the channel count)
