@@ -147,7 +147,7 @@ def _correlate(
         # (sequences keep at least the correlation between positions)
         return pre, plan, std
     var_c = channel_mean(x.var, x.shape)
-    independent = var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
+    independent = _independent(var_c, kernel)
     image = (x.meta.get("image") if x.xcorr is None and rank == 1 and _as_int(dilation) == 1
              else None)
     if image is not None:
@@ -169,8 +169,7 @@ def _correlate(
         corr, extra = conv_corr(x.corr, var_c, kernel, _as_int(stride), _as_int(dilation),
                                 pre.shape[0])
         if image is not None:  # conv_corr's extra is over z's independent terms
-            extra = extra + var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0) \
-                - independent
+            extra = extra + _independent(var_c, kernel) - independent
         if exact:  # the channels' correlation too (e.g. a wide Dense on a sequence)
             extra = conv_var(x.xcorr, x.corr, var_c, kernel, dilation, x.shape[:-1]) - independent
         out = _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
@@ -179,6 +178,11 @@ def _correlate(
     corr = per_channel_corr(xcorr) if rank == 1 else None
     return _add_variance(pre, np.diagonal(lag_zero(cov)) - independent, plan, std, ctx, kernel_var,
                          corr, bias_var, xcorr)
+
+
+def _independent(var_c: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Each output channel's variance with independent inputs, ``sum_j sum_c W[j, c]^2 v_c``."""
+    return var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
 
 
 #: Longest kernel a one-channel image keeps (a chain of convolutions lengthens it).
