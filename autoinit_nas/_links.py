@@ -250,16 +250,23 @@ def _scaled(links: dict[int, Link], scale: np.ndarray) -> dict[int, Link]:
 def _aligned(parts: list[tuple[Link | None, int]], channels: int, ca: int) -> Link | None:
     """The parts' links to one fork, each ``(link, first channel)``, added into one link of
     ``channels`` channels over the union of their lags (parts without one: zeros); None when
-    the parts sit at different positions of the fork."""
+    the parts step through the fork at different rates.
+
+    Parts at different offsets (a 'same' convolution's link starts ``k // 2`` positions
+    early) are moved to the smallest: at offset ``o'`` the lag ``d`` of offset ``o`` is
+    ``d + o - o'``."""
     present = [lk for lk, _ in parts if lk is not None]
-    if not present or len({(lk.r, lk.o) for lk in present}) != 1:
+    if not present or len({lk.r for lk in present}) != 1:
         return None
-    lo, hi = min(lk.lo for lk in present), max(lk.hi for lk in present)
+    o = min(lk.o for lk in present)
+    lo = min(lk.lo + lk.o - o for lk in present)
+    hi = max(lk.hi + lk.o - o for lk in present)
     out = np.zeros((hi - lo + 1, channels, ca))
     for lk, start in parts:
         if lk is not None:
-            out[lk.lo - lo: lk.hi - lo + 1, start: start + lk.x.shape[1]] += lk.x
-    return Link(out, lo, present[0].r, present[0].o)
+            first = lk.lo + lk.o - o - lo
+            out[first: first + len(lk.x), start: start + lk.x.shape[1]] += lk.x
+    return Link(out, lo, present[0].r, o)
 
 
 def _merge_links(inputs: list[Signal], ctx: Any, coeffs: np.ndarray | None) -> dict[int, Link]:

@@ -46,6 +46,7 @@ from autoinit_nas._xcorr import (
     correlation_of,
     flattened_corr,
     global_mean_cov,
+    pooled_xcorr,
     rescale_xcorr,
     sequence_xcorr,
 )
@@ -394,6 +395,8 @@ _MAX = [L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D]
 @register_estimator(*_AVG)
 def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
     x, out_shape = inputs[0], _shape(node)
+    if _is_identity_pool(layer, x, out_shape):
+        return Estimate([x])
     if not x.is_map:
         k = float(np.prod(layer.pool_size))
         return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
@@ -405,11 +408,30 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         x_corr = _positions_corr(x)
         var = var * window_factor(x_corr, size)[None, :]
         corr = pool_corr(x_corr, size, stride, out_shape[0])
-    out = Signal(avg(x.mean), var, out_shape, corr=corr)
+    out = Signal(avg(x.mean), var, out_shape, corr=corr, xcorr=_window_xcorr(layer, x, out_shape))
     if x.phase is not None:
         size = _pool_1d(layer)[0]
         out = _pooled_phase(layer, x, out, np.full(size, 1.0 / size))
     return Estimate([out])
+
+
+def _is_identity_pool(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> bool:
+    """A pooling window of one element with stride 1 passes its input through unchanged (all of
+    its structure: correlation between channels and positions, phases, mixture)."""
+    sizes = np.atleast_1d(layer.pool_size).tolist() + np.atleast_1d(layer.strides).tolist()
+    return all(int(a) == 1 for a in sizes) and tuple(x.shape) == tuple(out_shape)
+
+
+def _window_xcorr(layer: Any, x: Signal, out_shape: tuple[int, ...],
+                  out: Signal | None = None) -> np.ndarray | None:
+    """The correlation between the channels of a sequence's window means, or of its window
+    maxima ``out`` (``pooled_xcorr``)."""
+    if len(x.shape) != 2 or x.xcorr is None:
+        return None
+    size, stride = _pool_1d(layer)
+    var_out = None if out is None else channel_mean(out.var, out_shape)
+    return pooled_xcorr(x.xcorr, x.corr, channel_mean(x.var, x.shape), size, stride,
+                        x.shape[0], out_shape[0], var_out)
 
 
 def _positions_corr(x: Signal) -> np.ndarray:
@@ -475,6 +497,8 @@ def _pre(x: Signal) -> tuple[np.ndarray, np.ndarray]:
 @register_estimator(*_MAX)
 def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate:
     x, out_shape = inputs[0], _shape(node)
+    if _is_identity_pool(layer, x, out_shape):
+        return Estimate([x])
     if not x.is_map:
         pm = x.source.mean if x.source is not None else x.mean
         pv = x.source.var if x.source is not None else x.var
@@ -490,7 +514,7 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     maxima = _window_maxima(layer, x, out_shape[0])
     out = _max_from(x, avg(pm), avg(pv), count, out_shape) if maxima is None else \
         x.like(*maxima, out_shape)
-    out = replace(out, corr=corr)
+    out = replace(out, corr=corr, xcorr=_window_xcorr(layer, x, out_shape, out))
     return Estimate([_pooled_phase(layer, x, out, None) if x.phase is not None else out])
 
 

@@ -19,6 +19,8 @@ spatial axis (``(2K + 1, ..., C, C)``; a flat vector ``(C,)`` has ``(1, C, C)``)
 * Add sums the parts' covariances (parts independent), Concatenate places them block by block,
   Dropout adds white noise, BatchNormalization keeps it, LayerNormalization over the channels
   centers it (``P G P``, then the per-sample division by the delta method);
+* average pooling of a sequence sums it over each window's pairs of positions (exact, edges
+  aside), max pooling adds the covariance of the window's spreads to that (``pooled_xcorr``);
 * global average pooling sums the cross-covariance over offsets with triangular weights; global
   max pooling keeps the channels' correlation from it (an approximation);
 * a Dense layer on a flat vector adds ``w^T C w - sum_c w_c^2 C_cc`` to each unit's variance
@@ -55,6 +57,7 @@ __all__ = [
     "lag_zero",
     "global_mean_cov",
     "per_channel_corr",
+    "pooled_xcorr",
     "rescale_xcorr",
     "sequence_xcorr",
     "sum_xcorr",
@@ -200,7 +203,10 @@ def conv_xcov(
         mask = np.ones(picked.shape[:rank], bool)
         for axis, ok in enumerate(inside):
             mask &= np.expand_dims(ok, tuple(i for i in range(rank) if i != axis))
-        return (w[0].T @ (picked * mask[..., None, None]) @ w[0])
+        shape = picked.shape[:rank]
+        flat = (picked * mask[..., None, None]).reshape(-1, channels, channels)
+        half = w[0].T @ flat[len(flat) // 2:] @ w[0]  # lags >= 0; the rest by symmetry
+        return _mirrored(half, shape)
     tap = np.stack(np.meshgrid(*[np.arange(n) for n in taps], indexing="ij"), -1).reshape(-1, rank)
     lags_out = _grid(k_out)
     half = lags_out[len(lags_out) // 2:]
@@ -227,6 +233,43 @@ def conv_xcov(
     shape = tuple(2 * k + 1 for k in k_out)
     # neg[i] is the lag opposite half[i]: flat index c - i; so G_out[c + i] = neg[i]^T
     return _mirrored(np.swapaxes(neg, -1, -2), shape)
+
+
+def pooled_xcorr(xcorr: np.ndarray | None, corr: np.ndarray | None, var_c: np.ndarray,
+                 size: int, stride: int, in_len: int, out_len: int,
+                 var_out: np.ndarray | None = None) -> np.ndarray | None:
+    """Cross-correlation ``(2K' + 1, C, C)`` of the window means of ``size`` positions taken
+    every ``stride`` along a sequence: ``G_out[d] = sum_m (size - |m|) G[stride d + m] / size^2``
+    (edges ignored); ``None`` when the channels' correlation is not tracked.
+
+    With ``var_out`` (each channel's variance after window maxima) the maxima's correlation:
+    a window's values are its mean plus deviations independent of it (Gaussian, positions
+    alike), so ``max = mean + S(deviations)`` and ``Cov(max_a, max_b) = Cov(mean_a, mean_b) +
+    Cov(S_a, S_b)``. The spreads ``S`` are even to leading order (``|x_1 - x_2| / 2`` for two
+    values), so ``Cov(S_a, S_b) ~ sd(S_a) sd(S_b) rho_dev^2`` within one window, with ``rho_dev``
+    the correlation of the two channels' deviations; exact at ``rho = 0, +-1`` for windows of
+    two independent values. Windows at other offsets keep the means' covariance only."""
+    channels = len(var_c)
+    if xcorr is None or channels > MAX_CHANNELS:
+        return None
+    g = _covariance(xcorr, corr, var_c, in_len)
+    k_in = _center(g)[0]
+    k_out = _lags(out_len, channels)[0]
+    m = np.arange(1 - size, size)
+    lags = np.arange(0, k_out + 1)[:, None] * stride + m[None, :]  # (K' + 1, 2 size - 1)
+    inside = np.abs(lags) <= k_in
+    gathered = g[np.clip(lags + k_in, 0, 2 * k_in)] * inside[..., None, None]
+    half = np.einsum("dmab,m->dab", gathered, (size - np.abs(m)).astype(float)) / size**2
+    cov = _mirrored(half, (2 * k_out + 1,))
+    if var_out is None:
+        return correlation_of(cov)
+    dev = g[k_in] - cov[k_out]  # covariance of the deviations from the window means
+    dev_sd = np.sqrt(np.maximum(np.diagonal(dev), 1e-300))
+    rho_dev = np.clip(dev / (dev_sd[:, None] * dev_sd[None, :]), -1.0, 1.0)
+    spread = np.sqrt(np.maximum(var_out - np.diagonal(cov[k_out]), 0.0))
+    cov[k_out] += spread[:, None] * spread[None, :] * rho_dev**2
+    sd = np.sqrt(np.maximum(var_out, 1e-300))
+    return _unit_diagonal(np.clip(cov / (sd[:, None] * sd[None, :]), -1.0, 1.0))
 
 
 def conv_var(
