@@ -31,6 +31,7 @@ ATOMS = 16  # atoms kept per channel
 NOISE_NODES = 8  # Gauss-Hermite nodes that discretize N before re-binning
 SOURCE_NODES = 96  # nodes that discretize a single Gaussian (a function's input)
 INNER_NODES = 129  # quadrature nodes per atom for functions without a closed form
+MAX_NODES = 32  # Gauss-Hermite nodes per component for the maximum of draws from a mixture
 
 
 @lru_cache(maxsize=4)
@@ -147,6 +148,25 @@ class Mixture:
         atoms, mass, inner = _rebin(values, probs, max(k, other.atoms.shape[1]), spread)
         return Mixture(atoms, mass, inner, self.noise_mean + scale * other.noise_mean,
                        self.noise_var + scale**2 * other.noise_var)
+
+    def max_moments(self, count: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, the mean and variance of the maximum of ``count`` independent draws:
+        every component discretized by ``MAX_NODES`` Gauss-Hermite nodes (an atom stays one
+        value), and over the sorted values ``P(max = v_i) = F_i^n - F_(i-1)^n`` exactly."""
+        z, u = _hermite(MAX_NODES)
+        sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
+        values = (self.atoms + self.noise_mean[:, None])[:, :, None] + sd[:, :, None] * z
+        probs = (self.probs[:, :, None] * u).reshape(self.channels, -1)
+        values = values.reshape(self.channels, -1)
+        order = np.argsort(values, axis=1, kind="stable")
+        values = np.take_along_axis(values, order, axis=1)
+        cdf = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
+        cdf = np.clip(cdf / np.maximum(cdf[:, -1:], 1e-300), 0.0, 1.0)
+        n = np.broadcast_to(np.asarray(count, float), (self.channels,))[:, None]
+        mass = np.diff(cdf**n, axis=1, prepend=0.0)
+        first = np.sum(mass * values, axis=1)
+        second = np.sum(mass * values**2, axis=1)
+        return first, np.maximum(second - first**2, 0.0)
 
     def _discretize(self, fn: Callable[[np.ndarray], np.ndarray], nodes: int) -> Mixture:
         """The distribution of ``fn(A + N)`` as atoms (N discretized by Gauss-Hermite)."""

@@ -449,8 +449,33 @@ def _pool_1d(layer: Any) -> tuple[int, int]:
 def _max_from(x: Signal, pre_mean: Any, pre_var: Any, count: Any, out_shape: tuple) -> Signal:
     fn = x.source.fn if x.source is not None else None
     first, second = max_of_iid(fn, pre_mean, pre_var, count)
-    return x.like(first, second - first**2, out_shape) if x.is_map else \
-        Signal.scalar(float(np.mean(first)), float(np.mean(second - first**2)), out_shape)
+    first, var = _mixture_max(x, first, second - first**2, count, out_shape)
+    return x.like(first, var, out_shape) if x.is_map else \
+        Signal.scalar(float(np.mean(first)), float(np.mean(var)), out_shape)
+
+
+def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
+                 out_shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Maxima of a non-Gaussian signal (a mixture: after dropout, or a Dense layer of one
+    variable): per channel the maximum of the mixture's draws against that of a Gaussian of the
+    same moments corrects every element's (the maps keep the variation between elements, as
+    ``_through_mixture`` does for functions)."""
+    if x.mixture is None or x.source is not None:
+        return first, var
+    channels = out_shape[-1] if x.is_map and out_shape else 1
+    if x.mixture.channels not in (1, channels):
+        return first, var
+    mix = x.mixture
+    n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape) \
+        if x.is_map and out_shape else float(np.mean(count))
+    exact_mean, exact_var = mix.max_moments(np.broadcast_to(n, (mix.channels,)))
+    gauss_mean, gauss_var = Mixture.gaussian(*mix.moments()).max_moments(
+        np.broadcast_to(n, (mix.channels,)))
+    if mix.channels == 1 and channels > 1:
+        exact_mean, exact_var, gauss_mean, gauss_var = (
+            np.repeat(a, channels) for a in (exact_mean, exact_var, gauss_mean, gauss_var))
+    return (np.asarray(first) + (exact_mean - gauss_mean),
+            np.maximum(np.asarray(var) + (exact_var - gauss_var), 0.0))
 
 
 #: Groups of positions (by how high their values reach) for the maximum over uneven positions.
@@ -485,7 +510,9 @@ def _max_of_uneven(x: Signal, pm: np.ndarray, pv: np.ndarray, count: Any,
     gn = gn * (np.broadcast_to(np.asarray(count, float), (channels,)) / positions)[:, None]
     fn = x.source.fn if x.source is not None else None
     first, second = max_of_groups(fn, gm, gv, gn)
-    return x.like(first.reshape(out_shape), (second - first**2).reshape(out_shape), out_shape)
+    first, var = _mixture_max(x, first.reshape(out_shape), (second - first**2).reshape(out_shape),
+                              count, out_shape)
+    return x.like(first, var, out_shape)
 
 
 def _pre(x: Signal) -> tuple[np.ndarray, np.ndarray]:
