@@ -96,14 +96,14 @@ def main() -> None:
     _common.require_engine()
     warnings.filterwarnings("ignore", message="No AutoInit estimator")
     genomes = random_genomes(args.genomes, args.seed)
-    rows, rejected = [], 0
+    rows, rejected = [], []
     start = time.perf_counter()
     for k, genome in enumerate(genomes):
         row = evaluate(genome, k, args.samples)
         if row is None:
-            rejected += 1
+            rejected.append(k)
         else:
-            rows.append(row)
+            rows.append({"genome": k, **row})
         if k % 50 == 49:
             keras.backend.clear_session()
     n = len(rows)
@@ -139,8 +139,11 @@ def main() -> None:
     by_head = failures_by_head(rows)
     print("\nAutoInit measured logits outside [0.5, 2], by the layer entering the classifier:")
     print(_common.format_table(by_head, ["head input", "as_seq in model", "out", "genomes"]))
+    out = [str(r["genome"]) for r in rows if outside(float(r["measured_logits"]))]
+    print(f"genomes with AutoInit logits out: {', '.join(out) or 'none'}")
     print(
-        f"\n{rejected} genomes rejected by AutoInit (SignalError, e.g. a constant activation); "
+        f"\n{len(rejected)} genomes rejected by AutoInit (SignalError, e.g. a constant activation: "
+        f"{', '.join(map(str, rejected)) or 'none'}); "
         f"{time.perf_counter() - start:.0f} s. 'out' = variance outside [{LOW}, {HIGH}] or not finite."
     )
     _common.save_json(
@@ -148,7 +151,8 @@ def main() -> None:
         {
             "headers": headers,
             "rows": table,
-            "rejected": rejected,
+            "rejected": len(rejected),
+            "rejected_genomes": rejected,
             "by_head": by_head,
             "per_genome": rows,
         },
