@@ -151,8 +151,8 @@ def _correlate(
     image = (x.meta.get("image") if x.xcorr is None and rank == 1 and _as_int(dilation) == 1
              else None)
     if image is not None:
-        # every input channel is a convolution of one channel z: so is the output, and the
-        # layer is one convolution of z (exact, whatever the channel count)
+        # every input channel is a convolution of the few channels of z: so is the output, and
+        # the layer is one convolution of z (exact, whatever the channel count)
         z, k_z = image
         x, kernel = z, _compose(k_z, kernel)
         var_c = channel_mean(z.var, z.shape)
@@ -185,14 +185,15 @@ def _independent(var_c: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return var_c @ np.square(kernel).reshape(-1, *kernel.shape[-2:]).sum(axis=0)
 
 
-#: Longest kernel a one-channel image keeps (a chain of convolutions lengthens it).
+#: Most taps x channels of z an image's kernel may have (a chain of convolutions lengthens it;
+#: the next layer's cost grows with it).
 MAX_IMAGE_TAPS = 64
 
 
 def _compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """The kernel of two stride-1 convolutions in a row: ``(t1, 1, C)`` then ``(t2, C, O)`` ->
-    ``(t1 + t2 - 1, 1, O)``."""
-    out = np.zeros((len(first) + len(second) - 1, 1, second.shape[-1]))
+    """The kernel of two stride-1 convolutions in a row: ``(t1, Z, C)`` then ``(t2, C, O)`` ->
+    ``(t1 + t2 - 1, Z, O)``."""
+    out = np.zeros((len(first) + len(second) - 1, first.shape[1], second.shape[-1]))
     for j, tap in enumerate(second):
         out[j:j + len(first)] += first @ tap
     return out
@@ -202,12 +203,13 @@ def _as_image(x: Signal, image: Any, kernel: np.ndarray, ctx: Context,
               result: tuple[Signal, dict[str, np.ndarray], float | None], kernel_var: Any,
               kernel_nd: Callable[[np.ndarray], np.ndarray], stride: Any, dilation: Any,
               ) -> tuple[Signal, dict[str, np.ndarray], float | None]:
-    """Past the channel budget, a stride-1 convolution of one channel z (or of an image of z)
-    is kept as ``meta['image'] = (z, kernel)`` with its final kernel, for the next linear layer
-    (``x`` and ``kernel`` here are already z and the composed kernel when ``image`` is set)."""
+    """Past the channel budget, a stride-1 convolution of a sequence z of few channels (or of
+    an image of z: a Dense(128) on a one-channel input, or on 8 channels) is kept as
+    ``meta['image'] = (z, kernel)`` with its final kernel, for the next linear layer (``x`` and
+    ``kernel`` here are already z and the composed kernel when ``image`` is set)."""
     pre, plan, std = result
-    if (_as_int(stride) != 1 or _as_int(dilation) != 1 or len(kernel) > MAX_IMAGE_TAPS
-            or x.shape[-1] != 1 or len(x.shape) != 2):
+    if (_as_int(stride) != 1 or _as_int(dilation) != 1
+            or len(kernel) * x.shape[-1] > MAX_IMAGE_TAPS or len(x.shape) != 2):
         return result
     final = kernel_nd(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
     final = final.reshape((1,) * (3 - final.ndim) + final.shape)

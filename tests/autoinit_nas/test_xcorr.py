@@ -374,3 +374,20 @@ def test_merged_parts_at_different_offsets_keep_their_links() -> None:
         block = np.abs(sig.xcorr[k][:8, 16:] - measured[:8, 16:]).mean()
         assert block < 0.03, (seed, block)
         assert abs(_logit_ratio(model, x, seed) - 1.0) < 0.05, seed
+
+
+def test_wide_layers_of_few_channels_stay_convolutions_of_them() -> None:
+    # Dense(128) on 8 channels is past the channel budget, but every unit is a combination of
+    # the same 8: kept as an image of them, the next Dense(48) is one convolution of the 8 with
+    # the composed kernel, so its channels' correlation (and the pooled head's w^T C w) is exact.
+    # Taken as independent, the logits were up to 2x off.
+    x = np.random.default_rng(17).standard_normal((4096, 40, 1)).astype("float32")
+    ratios = []
+    for seed in range(4):
+        inp = keras.Input((40, 1))
+        h = L.Conv1D(8, 3, padding="same", activation="tanh")(inp)
+        h = L.Dense(48)(L.Dense(128)(L.BatchNormalization()(h)))
+        h = L.GlobalAveragePooling1D()(h)
+        model = keras.Model(inp, L.Dense(10, name="logits")(h))
+        ratios.append(_logit_ratio(model, x, seed))
+    assert max(abs(r - 1.0) for r in ratios) < 0.05, ratios
