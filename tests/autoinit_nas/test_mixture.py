@@ -153,7 +153,7 @@ def test_maximum_of_a_non_gaussian_signal_sees_its_mixture(first, pool):
 
 
 @pytest.mark.parametrize("first, layer", [(_square, "conv"), (_square, "depthwise"),
-                                          ("exponential", "conv")])
+                                          ("exponential", "conv"), ("exponential", "pointwise")])
 def test_convolution_of_independent_draws_keeps_their_shape(first, layer):
     # a function of the white input is a sequence of independent draws of one shape; a
     # convolution sums k scaled copies of it (their distributions convolved), still far from
@@ -165,8 +165,8 @@ def test_convolution_of_independent_draws_keeps_their_shape(first, layer):
 
     inp = keras.Input((40, 1))
     h = keras.layers.Activation(first)(inp)
-    if layer == "conv":
-        h = keras.layers.Conv1D(8, 3, padding="same")(h)
+    if layer in ("conv", "pointwise"):
+        h = keras.layers.Conv1D(8, 3 if layer == "conv" else 1, padding="same")(h)
     else:
         h = keras.layers.DepthwiseConv1D(3, depth_multiplier=4, padding="same")(h)
     model = keras.Model(inp, keras.layers.Activation(threshold, name="act")(h))
