@@ -26,7 +26,7 @@ from autoinit_nas._functions import (
     mixture_or_gaussian,
     softmax_mixture_weight,
 )
-from autoinit_nas._mixture import ATOMS, SOURCE_NODES, Mixture, _hermite, _rebin, channel_moments
+from autoinit_nas._mixture import SOURCE_NODES, Mixture, _hermite, channel_moments
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import (
@@ -316,25 +316,8 @@ def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
         signs = np.sign(rho[0])
     else:
         signs = np.ones(1)
-    standard = _standard_shape(x, channels)
-    if standard is None:
-        return pre
-    z_atoms, probs, z_spread = standard
-    _, var_c = channel_moments(x.mean, x.var, channels)
-    scale = (signs * np.sqrt(np.maximum(var_c, 0.0))) @ kernel  # (units,)
-    shift, _ = channel_moments(pre.mean, pre.var, units)
-    atoms = shift[:, None] + scale[:, None] * z_atoms[None, :]
-    spread = np.square(scale)[:, None] * z_spread[None, :]
-    out = Mixture(atoms, np.broadcast_to(probs, atoms.shape).copy(), spread,
-                  np.zeros(units), np.zeros(units))
-    return replace(pre, mixture=out)
-
-
-def _standard_shape(x: Signal, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The first channel's distribution standardized to mean 0 and variance 1, as (atoms,
-    probabilities, spreads): ``f(G)`` node by node when ``x`` is a function's output (no
-    re-binning: its tails stay for a function after), else its mixture; None if constant."""
     if x.mixture is None and x.source is not None and mixable(x.source.fn):
+        # f(G) itself, node by node (no re-binning: its tails stay for a function after)
         g_mean, g_var = channel_moments(x.source.mean, x.source.var, channels)
         z, w = _hermite(SOURCE_NODES)
         z, w = z[w > 1e-12], w[w > 1e-12]  # |z| < 7: the rest weigh nothing but set the scale
@@ -344,41 +327,19 @@ def _standard_shape(x: Signal, channels: int) -> tuple[np.ndarray, np.ndarray, n
         mix = Mixture(values[None], w[None], np.zeros((1, len(z))), np.zeros(1), np.zeros(1))
     else:
         mix = mixture_or_gaussian(x, channels)
+    _, var_c = channel_moments(x.mean, x.var, channels)
     m0, v0 = mix.moments()
     if v0[0] <= 0.0:
-        return None
-    return ((mix.atoms[0] + mix.noise_mean[0] - m0[0]) / math.sqrt(v0[0]), mix.probs[0],
-            (mix.spread[0] + mix.noise_var[0]) / v0[0])
-
-
-def _sum_of_draws(x: Signal, pre: Signal, kernel: np.ndarray, dilation: Any = 1) -> Signal:
-    """A convolution of a one-channel sequence whose positions are independent draws of one
-    non-Gaussian shape (a function of the white model input): output channel ``o`` is
-    ``sum_j W[j, o] Z_j`` plus a shift, a sum of independent scaled copies of the shape, which
-    is convolved tap by tap (re-binned to ``ATOMS``) and matched to the layer's moments."""
-    taps = kernel.reshape(-1, kernel.shape[-1])  # (k, O)
-    reach = (len(taps) - 1) * _as_int(dilation)  # the farthest pair of positions a window sums
-    if x.corr is not None and np.max(np.abs(x.corr[1:reach + 1]), initial=0.0) > 1e-6:
         return pre
-    standard = _standard_shape(x, 1)
-    if standard is None:
-        return pre
-    z_atoms, probs, z_spread = standard
-    units = taps.shape[1]
-    atoms = taps[0][:, None] * z_atoms[None, :]
-    mass = np.broadcast_to(probs, atoms.shape)
-    spread = np.square(taps[0])[:, None] * z_spread[None, :]
-    for w in taps[1:]:
-        values = (atoms[:, :, None] + w[:, None, None] * z_atoms[None, None, :]).reshape(units, -1)
-        both = (mass[:, :, None] * probs[None, None, :]).reshape(units, -1)
-        inner = (spread[:, :, None] + np.square(w)[:, None, None] * z_spread).reshape(units, -1)
-        atoms, mass, spread = _rebin(values, both, ATOMS, inner)
-    mix = Mixture(atoms, np.array(mass), spread, np.zeros(units), np.zeros(units))
-    m, v = mix.moments()
-    mean, var = channel_moments(pre.mean, pre.var, units)
-    s = np.sqrt(np.where(v > 0, var / np.where(v > 0, v, 1.0), 0.0))[:, None]
-    return replace(pre, mixture=Mixture(mean[:, None] + s * (atoms - m[:, None]), mix.probs,
-                                        s**2 * spread, np.zeros(units), np.zeros(units)))
+    scale = (signs * np.sqrt(np.maximum(var_c, 0.0))) @ kernel  # (units,)
+    shift, _ = channel_moments(pre.mean, pre.var, units)
+    z_atoms = (mix.atoms[0] + mix.noise_mean[0] - m0[0]) / math.sqrt(v0[0])
+    z_spread = (mix.spread[0] + mix.noise_var[0]) / v0[0]
+    atoms = shift[:, None] + scale[:, None] * z_atoms[None, :]
+    spread = np.square(scale)[:, None] * z_spread[None, :]
+    out = Mixture(atoms, np.broadcast_to(mix.probs[0], atoms.shape).copy(), spread,
+                  np.zeros(units), np.zeros(units))
+    return replace(pre, mixture=out)
 
 
 def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
@@ -473,17 +434,7 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
             and layer.data_format == "channels_last"):
         pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k,
                                     tuple(layer.strides), tuple(layer.dilation_rate), layer.bias)
-    if _draws_of_one_shape(x, ctx, pre) and len(ks) == 3:
-        pre = _sum_of_draws(x, pre, np.asarray(_final_kernel(layer.kernel, plan, ctx), float),
-                            layer.dilation_rate)
     return _finish(layer, pre, plan, std, ctx)
-
-
-def _draws_of_one_shape(x: Signal, ctx: Context, pre: Signal) -> bool:
-    """A one-channel sequence of non-Gaussian values (a function's, dropout's) read by a
-    convolution (``_sum_of_draws``)."""
-    return (ctx.realized and pre.is_map and len(x.shape) == 2 and x.shape[-1] == 1
-            and x.phase is None and (x.mixture is not None or x.source is not None))
 
 
 def _depthwise_forward(layer: Any) -> Forward:
@@ -517,9 +468,6 @@ def _depthwise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
                                     tuple(layer.strides), tuple(layer.dilation_rate), layer.bias)
     if inputs[0].phase is not None and tuple(kernel.shape[1:]) == (1, 1) and pre.is_map:
         pre = _filtered_phase(layer, inputs[0], pre, _final_kernel(kernel, plan, ctx))
-    if _draws_of_one_shape(inputs[0], ctx, pre) and len(kernel.shape) == 3:
-        pre = _sum_of_draws(inputs[0], pre, np.asarray(_final_kernel(kernel, plan, ctx), float),
-                            layer.dilation_rate)
     return _finish(layer, pre, plan, std, ctx)
 
 
