@@ -465,15 +465,11 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
     channels = out_shape[-1] if x.is_map and out_shape else 1
     if x.mixture.channels not in (1, channels):
         return first, var
-    mix = x.mixture
+    mix = mixture_or_gaussian(x, channels)  # (a one-channel mixture repeated per channel)
     n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape) \
-        if x.is_map and out_shape else float(np.mean(count))
-    exact_mean, exact_var = mix.max_moments(np.broadcast_to(n, (mix.channels,)))
-    gauss_mean, gauss_var = Mixture.gaussian(*mix.moments()).max_moments(
-        np.broadcast_to(n, (mix.channels,)))
-    if mix.channels == 1 and channels > 1:
-        exact_mean, exact_var, gauss_mean, gauss_var = (
-            np.repeat(a, channels) for a in (exact_mean, exact_var, gauss_mean, gauss_var))
+        if x.is_map and out_shape else np.full(1, float(np.mean(count)))
+    exact_mean, exact_var = mix.max_moments(n)
+    gauss_mean, gauss_var = Mixture.gaussian(*mix.moments()).max_moments(n)
     return (np.asarray(first) + (exact_mean - gauss_mean),
             np.maximum(np.asarray(var) + (exact_var - gauss_var), 0.0))
 
