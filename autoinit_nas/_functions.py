@@ -22,6 +22,7 @@ from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._phases import attach, function_phase, per_phase
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
+    _center,
     _covariance,
     _lags,
     channel_mean,
@@ -43,6 +44,8 @@ __all__ = [
     "mixture_or_gaussian",
     "softmax_mixture_weight",
     "sum_mixture",
+    "table_of",
+    "with_table",
     "linear_combination",
 ]
 
@@ -180,7 +183,15 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     exact for the typical element, and bounded for the others, where a ratio could explode).
     """
     mix = x.mixture
-    exact_mean, exact_var, out_mix = mix.apply(fn)
+    table = table_of(x)
+    if table is not None:  # the exact distribution: fn of every value
+        with np.errstate(all="ignore"):
+            values = np.nan_to_num(np.asarray(fn(table[0]), float))
+        exact_mean = values @ table[1]
+        exact_var = np.square(values - exact_mean[:, None]) @ table[1]
+        out_mix = None  # with_table makes it from the values
+    else:
+        exact_mean, exact_var, out_mix = mix.apply(fn)
     src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr, x.xcorr, x.phase)
     if not x.is_map:
         return Signal(np.asarray(float(exact_mean[0])), np.asarray(float(exact_var[0])), x.shape,
@@ -195,7 +206,44 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     if x.phase is not None and mixable(fn):
         return _with_phase(out, x.phase, x.mean, x.var, fn)
     corr, xcorr = _fn_correlations(x.corr, x.xcorr, x.mean, x.var, fn, x.shape)
-    return replace(out, corr=corr, xcorr=xcorr)
+    out = replace(out, corr=corr, xcorr=xcorr)
+    return out if table is None else with_table(out, values, table[1])
+
+
+def table_of(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
+    """The joint distribution of a position's channels, ``(values (C, N), probs (N,))``, when
+    every channel is a function of one discrete variable (a Dense on one channel, then
+    elementwise functions and more Dense layers); None otherwise. Kept in ``meta['table']``
+    with the arrays of the signal it describes, so a rule that changes the signal (dropout adds
+    noise, a convolution mixes positions) leaves it behind."""
+    table = x.meta.get("table")
+    if table is None or table[0] is not x.mean or table[1] is not x.var:
+        return None
+    return table[2], table[3]
+
+
+def with_table(x: Signal, values: np.ndarray, probs: np.ndarray) -> Signal:
+    """``x`` with the joint table ``values`` (C, N), ``probs`` (N,): its per-channel mixture is
+    the table's rows exactly, and the channels' correlation at lag 0 is the table's."""
+    values = np.nan_to_num(np.asarray(values, float))
+    channels = values.shape[0]
+    if not x.is_map or not x.shape or x.shape[-1] != channels:
+        return x
+    mixture = Mixture(values, np.broadcast_to(probs, values.shape).copy(), np.zeros_like(values),
+                      np.zeros(channels), np.zeros(channels))
+    xcorr = x.xcorr
+    if xcorr is not None and xcorr.shape[-1] == channels:
+        centered = values - (values @ probs)[:, None]
+        cov = (centered * probs) @ centered.T
+        sd = np.sqrt(np.maximum(np.diagonal(cov), 0.0))
+        if np.min(sd) > 0.0:
+            xcorr = xcorr.copy()
+            xcorr[_center(xcorr)] = np.clip(cov / sd[:, None] / sd[None, :], -1.0, 1.0)
+    mean, var = np.asarray(x.mean), np.asarray(x.var)
+    out = replace(x, mean=mean, var=var, mixture=mixture, xcorr=xcorr)
+    if xcorr is not x.xcorr and len(x.shape) == 2 and x.corr is not None:
+        out = replace(out, corr=per_channel_corr(xcorr))
+    return replace(out, meta={**x.meta, "table": (mean, var, values, np.asarray(probs, float))})
 
 
 def _mixture_of(x: Signal, channels: int) -> Mixture | None:

@@ -25,12 +25,15 @@ from autoinit_nas._functions import (
     mixable,
     mixture_or_gaussian,
     softmax_mixture_weight,
+    table_of,
+    with_table,
 )
-from autoinit_nas._mixture import SOURCE_NODES, Mixture, _hermite, channel_moments
+from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import (
     MAX_CHANNELS,
+    _lags,
     channel_mean,
     conv_var,
     conv_xcov,
@@ -148,6 +151,17 @@ def _correlate(
         return pre, plan, std
     var_c = channel_mean(x.var, x.shape)
     independent = _independent(var_c, kernel)
+    table = table_of(x) if x.xcorr is None and rank == 1 and _as_int(dilation) == 1 else None
+    if table is not None and len(kernel) > 1 and _white(x):
+        # many channels, each a function of one variable drawn anew at every position: the
+        # channels covary by the table at lag 0 and not at all across positions
+        cov = _white_conv_cov(table, kernel, _as_int(stride), pre.shape[0])
+        xcorr = correlation_of(cov) if cov.shape[-1] <= MAX_CHANNELS else None
+        lag0 = np.diagonal(cov[len(cov) // 2])
+        corr = (np.diagonal(cov[len(cov) // 2:], axis1=1, axis2=2)
+                / np.maximum(lag0, 1e-300)[None, :])
+        return _add_variance(pre, lag0 - independent, plan, std, ctx, kernel_var, corr,
+                             bias_var, xcorr)
     image = (x.meta.get("image") if x.xcorr is None and rank == 1 and _as_int(dilation) == 1
              else None)
     if image is not None:
@@ -178,6 +192,31 @@ def _correlate(
     corr = per_channel_corr(xcorr) if rank == 1 else None
     return _add_variance(pre, np.diagonal(lag_zero(cov)) - independent, plan, std, ctx, kernel_var,
                          corr, bias_var, xcorr)
+
+
+def _white(x: Signal) -> bool:
+    """Whether a sequence's positions are independent (no correlation at any lag but 0)."""
+    return x.corr is None or float(np.max(np.abs(x.corr[1:]), initial=0.0)) < 1e-9
+
+
+def _white_conv_cov(table: tuple[np.ndarray, np.ndarray], kernel: np.ndarray, stride: int,
+                    out_len: int) -> np.ndarray:
+    """Output cross-covariance ``(2K + 1, O, O)`` of a 1-D convolution ``(taps, C, O)`` over
+    independent positions whose channels covary as the joint ``table`` (``G0``):
+    ``G[d] = sum_j W_j^T G0 W_(j + s d)``."""
+    values, probs = table
+    centered = values - (values @ probs)[:, None]
+    g0 = (centered * probs) @ centered.T
+    taps, _, outs = kernel.shape
+    k = min((taps - 1) // stride, _lags(out_len, outs)[0], max(out_len - 1, 0))
+    proj = np.einsum("ab,jbo->jao", g0, kernel)  # G0 W_j
+    cov = np.zeros((2 * k + 1, outs, outs))
+    for d in range(k + 1):
+        for j in range(taps - stride * d):
+            cov[k + d] += kernel[j].T @ proj[j + stride * d]
+    for d in range(1, k + 1):
+        cov[k - d] = cov[k + d].T
+    return cov
 
 
 def _independent(var_c: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -281,7 +320,17 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
         out_shape=_sample_shape(layer, node.outputs[0]),
     )
     flat = x.meta.get("flat")  # Dense(Flatten(sequence)): positions are correlated
-    if flat is not None and ctx.realized and x.is_map and len(pre.shape) == 1:
+    flat_table = x.meta.get("flat_table")
+    if flat_table is not None and ctx.realized and x.is_map and len(pre.shape) == 1:
+        # Dense(Flatten(channels of one white variable)): the channels covary at each position
+        var_map, rho = flat_table
+        kernel = np.asarray(_final_kernel(layer.kernel, plan, ctx), float)
+        w = kernel.reshape(*var_map.shape, -1) * np.sqrt(np.maximum(var_map, 0.0))[:, :, None]
+        off = rho - np.diag(np.diag(rho))
+        extra = np.einsum("pco,cd,pdo->o", w, off, w, optimize=True)
+        pre, plan, std = _add_variance(pre, extra, plan, std, ctx, layer.kernel, None,
+                                       layer.bias)
+    elif flat is not None and ctx.realized and x.is_map and len(pre.shape) == 1:
         var_map, corr = flat
         kernel = _final_kernel(layer.kernel, plan, ctx)
         extra = flat_cross_variance(var_map, corr, np.asarray(kernel, float))
@@ -296,16 +345,84 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     else:
         pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k[None],
                                     bias_var=layer.bias)
-    if ctx.realized and pre.is_map and (x.mixture is not None or x.source is not None):
+    tabled = _tabulate(x, pre, plan, std, ctx, layer.kernel, layer.bias, lambda k: k)
+    if tabled is not None:
+        pre, plan, std = tabled
+    elif ctx.realized and pre.is_map and (x.mixture is not None or x.source is not None):
         pre = _affine_image(x, pre, np.asarray(_final_kernel(layer.kernel, plan, ctx), float))
     return _finish(layer, pre, plan, std, ctx)
+
+
+def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | None,
+              ctx: Context, kernel_var: Any, bias_var: Any,
+              as_matrix: Callable[[np.ndarray], np.ndarray],
+              ) -> tuple[Signal, dict[str, np.ndarray], float | None] | None:
+    """A per-position linear layer (Dense, a one-tap convolution; ``as_matrix`` turns its
+    kernel into ``(C, O)``) on a map whose channels are functions of one variable: every unit
+    is one too, with its exact variance (the channels' covariance, tracked or not) and the
+    output's joint table. None when the input has no table."""
+    table = _input_table(x) if ctx.realized and pre.is_map and x.is_map else None
+    if table is None:
+        return None
+    values, probs = table
+    kernel = as_matrix(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
+    if kernel.ndim != 2 or kernel.shape[0] != values.shape[0] or pre.shape[-1] != kernel.shape[1]:
+        return None
+    bias = np.zeros(kernel.shape[1]) if bias_var is None else \
+        np.asarray(_final_kernel(bias_var, plan, ctx), float).reshape(-1)
+    out_values = kernel.T @ values + bias[:, None]
+    image = pre.meta.get("image")
+    extra = np.zeros(kernel.shape[1])
+    if x.xcorr is None and x.meta.get("image") is None:
+        # the channels' covariance was not counted: the table's ratio of each unit's variance
+        # to its variance with independent channels (the maps keep their own scale, which
+        # quadrature on them gets right for heavy tails the table's nodes miss)
+        centered = out_values - (out_values @ probs)[:, None]
+        var_in = np.square(values - (values @ probs)[:, None]) @ probs
+        independent = np.square(kernel).T @ var_in
+        ratio = np.where(independent > 0, (np.square(centered) @ probs)
+                         / np.maximum(independent, 1e-300), 1.0)
+        extra = channel_mean(pre.var, pre.shape) * (ratio - 1.0)
+    pre, plan, std = _add_variance(pre, extra, plan, std, ctx, kernel_var, pre.corr, bias_var,
+                                   pre.xcorr)
+    final = as_matrix(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
+    factor = float(np.sum(final * kernel) / max(float(np.sum(kernel * kernel)), 1e-300))
+    if image is not None:  # still a convolution of z, with the kernel as rescaled
+        pre = replace(pre, meta={**pre.meta, "image": (image[0], image[1] * factor)})
+    return with_table(pre, out_values * factor, probs), plan, std
+
+
+def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
+    """The joint table of a Dense layer's input: its own, or, for one channel that is Gaussian
+    or a function of one (no spread in its mixture), the channel's own distribution."""
+    table = table_of(x)
+    if table is not None or not x.is_map or not x.shape or x.shape[-1] != 1:
+        return table
+    if x.mixture is None and x.source is None:
+        mean, var = channel_moments(x.mean, x.var, 1)
+        z, w = source_nodes()
+        return mean[0] + math.sqrt(max(var[0], 0.0)) * z[None, :], w
+    if x.mixture is None and not mixable(x.source.fn):
+        return None
+    mix = mixture_or_gaussian(x, 1) if x.mixture is not None else None
+    if mix is None:
+        g_mean, g_var = channel_moments(x.source.mean, x.source.var, 1)
+        z, w = source_nodes()
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = np.nan_to_num(np.asarray(
+                x.source.fn(g_mean[0] + math.sqrt(max(g_var[0], 0.0)) * z), float))
+        return values[None, :], w
+    if np.any(mix.spread > 0) or np.any(mix.noise_var > 0):
+        return None
+    return mix.atoms + mix.noise_mean[:, None], mix.probs[0]
 
 
 def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
     """A Dense layer whose inputs are all affine images of one variable (one input channel, or
     channels correlated +-1) makes every output one too, so the variable's shape (a function's,
     dropout's) goes on instead of a Gaussian: output ``u`` is ``shift_u + scale_u Z`` with ``Z``
-    the standardized first channel and ``scale_u = sum_c W[c, u] sign(rho_0c) sd_c``."""
+    the standardized first channel and ``scale_u = sum_c W[c, u] sign(rho_0c) sd_c``. (One
+    channel without spread in its shape goes as a table instead: ``_input_table``.)"""
     channels, units = kernel.shape
     if channels > 1:
         if x.xcorr is None:
@@ -319,8 +436,7 @@ def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
     if x.mixture is None and x.source is not None and mixable(x.source.fn):
         # f(G) itself, node by node (no re-binning: its tails stay for a function after)
         g_mean, g_var = channel_moments(x.source.mean, x.source.var, channels)
-        z, w = _hermite(SOURCE_NODES)
-        z, w = z[w > 1e-12], w[w > 1e-12]  # |z| < 7: the rest weigh nothing but set the scale
+        z, w = source_nodes()
         with np.errstate(over="ignore", invalid="ignore"):
             values = np.nan_to_num(np.asarray(
                 x.source.fn(g_mean[0] + math.sqrt(max(g_var[0], 0.0)) * z), float))
@@ -434,6 +550,10 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
             and layer.data_format == "channels_last"):
         pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k,
                                     tuple(layer.strides), tuple(layer.dilation_rate), layer.bias)
+        if len(ks) == 3 and ks[0] == 1:  # a one-tap Conv1D is a Dense at every position
+            tabled = _tabulate(x, pre, plan, std, ctx, layer.kernel, layer.bias, lambda k: k[0])
+            if tabled is not None:
+                pre, plan, std = tabled
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -466,6 +586,11 @@ def _depthwise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
     if len(kernel.shape) == len(inputs[0].shape) + 1 and layer.data_format == "channels_last":
         pre, plan, std = _correlate(inputs[0], pre, plan, std, ctx, kernel, _depthwise_as_full,
                                     tuple(layer.strides), tuple(layer.dilation_rate), layer.bias)
+        if len(kernel.shape) == 3 and kernel.shape[0] == 1:  # one tap: per position
+            tabled = _tabulate(inputs[0], pre, plan, std, ctx, kernel, layer.bias,
+                               lambda k: _depthwise_as_full(k)[0])
+            if tabled is not None:
+                pre, plan, std = tabled
     if inputs[0].phase is not None and tuple(kernel.shape[1:]) == (1, 1) and pre.is_map:
         pre = _filtered_phase(layer, inputs[0], pre, _final_kernel(kernel, plan, ctx))
     return _finish(layer, pre, plan, std, ctx)
@@ -516,6 +641,10 @@ def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
     if tracked:
         pre, plan2, std = _correlate(mid, pre, plan2, std, ctx, pk, lambda k: k,
                                      bias_var=layer.bias)
+        if len(pk.shape) == 3:  # the pointwise step is a Dense at every position
+            tabled = _tabulate(mid, pre, plan2, std, ctx, pk, layer.bias, lambda k: k[0])
+            if tabled is not None:
+                pre, plan2, std = tabled
     plan = {**plan, **plan2}
     return _finish(layer, pre, plan, std, ctx)
 

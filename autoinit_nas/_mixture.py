@@ -25,7 +25,7 @@ import numpy as np
 
 from autoinit_nas._moments import gaussian_moments
 
-__all__ = ["Mixture", "channel_moments"]
+__all__ = ["Mixture", "channel_moments", "source_nodes"]
 
 ATOMS = 16  # atoms kept per channel
 NOISE_NODES = 8  # Gauss-Hermite nodes that discretize N before re-binning
@@ -39,6 +39,15 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and probabilities of an n-point Gauss-Hermite rule for N(0, 1)."""
     z, w = np.polynomial.hermite_e.hermegauss(n)
     return z, w / w.sum()
+
+
+@lru_cache(maxsize=1)
+def source_nodes() -> tuple[np.ndarray, np.ndarray]:
+    """The ``SOURCE_NODES`` Gauss-Hermite nodes that weigh anything (|z| < 7; the others set
+    the scale of a function's tails but not its moments) and their probabilities."""
+    z, w = _hermite(SOURCE_NODES)
+    keep = w > 1e-12
+    return z[keep], w[keep] / w[keep].sum()
 
 
 def channel_moments(mean: np.ndarray, var: np.ndarray, channels: int) -> tuple[np.ndarray, ...]:
@@ -151,10 +160,10 @@ class Mixture:
 
     def max_moments(self, count: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Per channel, the mean and variance of the maximum of ``count`` independent draws:
-        every component discretized by ``MAX_NODES`` Gauss-Hermite nodes (an atom stays one
-        value), and over the sorted values ``P(max = v_i) = F_i^n - F_(i-1)^n`` exactly."""
-        z, u = _hermite(MAX_NODES)
+        every component discretized by ``MAX_NODES`` Gauss-Hermite nodes (atoms alone stay one
+        value each), and over the sorted values ``P(max = v_i) = F_i^n - F_(i-1)^n`` exactly."""
         sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
+        z, u = _hermite(MAX_NODES) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
         values = (self.atoms + self.noise_mean[:, None])[:, :, None] + sd[:, :, None] * z
         probs = (self.probs[:, :, None] * u).reshape(self.channels, -1)
         values = values.reshape(self.channels, -1)

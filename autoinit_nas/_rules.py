@@ -27,9 +27,11 @@ from autoinit_nas._functions import (
     mixture_or_gaussian,
     monte_carlo,
     piecewise_relu,
+    table_of,
+    with_table,
 )
 from autoinit_nas._linear import left_padding, windows
-from autoinit_nas._mixture import Mixture
+from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
 from autoinit_nas._moments import (
     PiecewiseLinear,
     clark_max,
@@ -324,8 +326,17 @@ def _moved(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> dict[str, Any]:
         # the flat vector's positions in order, as a one-channel sequence would see them
         fields: dict[str, Any] = {"corr": flattened_corr(var_map, x.xcorr, x.corr),
                                   "phase": x.phase if x.shape[-1] == 1 else _laid_out(x)}
+        meta: dict[str, Any] = {}
         if x.corr is not None:  # a Dense layer reading it needs the positions' correlation
-            fields["meta"] = {"flat": (var_map, x.corr)}
+            meta["flat"] = (var_map, x.corr)
+        table = table_of(x)
+        if table is not None and (x.corr is None or np.max(np.abs(x.corr[1:]), initial=0.0) < 1e-9):
+            # channels of one white variable: they covary at each position, and only there
+            values, probs = table
+            centered = values - (values @ probs)[:, None]
+            meta["flat_table"] = (var_map, correlation_of(((centered * probs) @ centered.T)[None])[0])
+        if meta:
+            fields["meta"] = meta
         return fields
     if isinstance(layer, L.Cropping1D):
         # dropping positions at the ends keeps the correlations of those that stay
@@ -460,7 +471,8 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
     variable): per channel the maximum of the mixture's draws against that of a Gaussian of the
     same moments corrects every element's (the maps keep the variation between elements, as
     ``_through_mixture`` does for functions)."""
-    if x.mixture is None or x.source is not None:
+    table = table_of(x)
+    if x.mixture is None or (x.source is not None and table is None):
         return first, var
     channels = out_shape[-1] if x.is_map and out_shape else 1
     if x.mixture.channels not in (1, channels):
@@ -469,7 +481,27 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
     n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape) \
         if x.is_map and out_shape else np.full(1, float(np.mean(count)))
     exact_mean, exact_var = mix.max_moments(n)
-    gauss_mean, gauss_var = Mixture.gaussian(*mix.moments()).max_moments(n)
+    if table is None:
+        gauss = Mixture.gaussian(*mix.moments())
+    else:  # a table holds a function's values on Gauss-Hermite nodes: the rule it corrects
+        # (a Gaussian, or the source's function of one) on the same nodes
+        z, w = source_nodes()
+        if x.source is not None:
+            g_mean, g_var = channel_moments(x.source.mean, x.source.var, channels)
+            with np.errstate(all="ignore"):
+                values = np.nan_to_num(np.asarray(x.source.fn(
+                    g_mean[:, None] + np.sqrt(g_var)[:, None] * z[None, :]), float))
+        else:
+            mean_c, var_c = mix.moments()
+            values = mean_c[:, None] + np.sqrt(var_c)[:, None] * z[None, :]
+        gauss = Mixture(values, np.broadcast_to(w, values.shape).copy(), np.zeros(values.shape),
+                        np.zeros(channels), np.zeros(channels))
+    gauss_mean, gauss_var = gauss.max_moments(n)
+    if table is not None:
+        # by ratio: a table's maximum can hardly vary (relative variance 1e-8 after a sign),
+        # far below the ~1e-4 by which the two discretized maxima differ
+        ratio = exact_var / np.maximum(gauss_var, 1e-300)
+        return np.asarray(first) + (exact_mean - gauss_mean), np.asarray(var) * ratio
     return (np.asarray(first) + (exact_mean - gauss_mean),
             np.maximum(np.asarray(var) + (exact_var - gauss_var), 0.0))
 
@@ -631,7 +663,16 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         var = np.diagonal(cov).reshape(out_shape)
     else:
         var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
-    return Estimate([Signal(mean, var, out_shape, xcorr=_correlation_of_pooled(cov))])
+    xcorr = _correlation_of_pooled(cov)
+    table = table_of(x)
+    white = x.corr is None or (len(x.shape) == 2 and np.max(np.abs(x.corr[1:]), initial=0.0) < 1e-9)
+    if (xcorr is None and table is not None and white and len(out_shape) == 1
+            and axes == tuple(range(len(x.shape) - 1))):
+        # independent positions, each a draw of the table: the means covary as one draw / k
+        values, probs = table
+        centered = values - (values @ probs)[:, None]
+        xcorr = correlation_of(((centered * probs) @ centered.T)[None])
+    return Estimate([Signal(mean, var, out_shape, xcorr=xcorr)])
 
 
 def _pooled_cov(x: Signal, axes: tuple[int, ...], out_shape: tuple[int, ...]) -> Any:
@@ -758,6 +799,14 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     gamma = _param_shape(ctx.value(layer.gamma) if layer.gamma is not None else None, x.shape, ch)
     beta = _param_shape(ctx.value(layer.beta) if layer.beta is not None else None, x.shape, ch)
     out = _normalize(x, reduce_axes, gamma, beta, float(layer.epsilon))
+    table = table_of(x)
+    if table is not None and out.is_map and ch == (nd - 1,):
+        # an affine map per channel (the batch's statistics) keeps the joint table
+        mu, var = normalization_stats(x, reduce_axes)
+        g = 1.0 if gamma is None else np.reshape(gamma, (-1, 1))
+        b = 0.0 if beta is None else np.reshape(beta, (-1, 1))
+        scale = g / np.sqrt(np.reshape(var, (-1, 1)) + float(layer.epsilon))
+        out = with_table(out, (table[0] - np.reshape(mu, (-1, 1))) * scale + b, table[1])
     return Estimate([replace(out, phase=x.phase) if out.is_map else out])
 
 
@@ -773,7 +822,24 @@ def _layer_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         return Estimate([out if x.is_map else out.collapse()])
     gamma = _param_shape(ctx.value(layer.gamma) if getattr(layer, "gamma", None) is not None else None, x.shape, axes)
     beta = _param_shape(ctx.value(layer.beta) if getattr(layer, "beta", None) is not None else None, x.shape, axes)
-    return Estimate([_normalize(x, axes, gamma, beta, float(layer.epsilon))])
+    out = _normalize(x, axes, gamma, beta, float(layer.epsilon))
+    table = table_of(x)
+    if table is not None and out.is_map and axes == (len(x.shape) - 1,):
+        # each position's channels are normalized by their own mean and spread: exact per value
+        # of the table's variable (a Dense on one channel gives a sign: every unit a w_u z)
+        values, probs = table
+        centered = values - values.mean(axis=0, keepdims=True)
+        normed = centered / np.sqrt(np.mean(centered**2, axis=0, keepdims=True)
+                                    + float(layer.epsilon))
+        g = 1.0 if gamma is None else np.reshape(gamma, (-1, 1))
+        b = 0.0 if beta is None else np.reshape(beta, (-1, 1))
+        normed = normed * g + b
+        mean = normed @ probs
+        var = np.square(normed - mean[:, None]) @ probs
+        out = replace(out, mean=np.broadcast_to(mean, x.shape).astype(float),
+                      var=np.broadcast_to(var, x.shape).astype(float))
+        out = with_table(out, normed, probs)
+    return Estimate([out])
 
 
 @register_estimator(L.GroupNormalization)
