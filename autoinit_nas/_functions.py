@@ -192,7 +192,8 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
         out_mix = None  # with_table makes it from the values
     else:
         exact_mean, exact_var, out_mix = mix.apply(fn)
-    src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr, x.xcorr, x.phase)
+    src = Source(np.asarray(x.mean), np.asarray(x.var), fn, x.corr, x.xcorr, x.phase,
+                 exact=False)
     if not x.is_map:
         return Signal(np.asarray(float(exact_mean[0])), np.asarray(float(exact_var[0])), x.shape,
                       src, out_mix)
@@ -429,7 +430,7 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     first, second = gaussian_moments(full, pre_mean, pre_var)
     var = np.maximum(second - first**2, 0.0)
     src = Source(np.asarray(pre_mean), np.asarray(pre_var), full, root_corr, root_xcorr,
-                 root_phase)
+                 root_phase, exact=x.source is None or x.source.exact)
     out = Signal(np.asarray(first), np.asarray(var), x.shape, src)
     if root_phase is not None and x.is_map and mixable(full):
         return _with_phase(out, root_phase, pre_mean, pre_var, full)

@@ -11,7 +11,7 @@ of Gaussians ``N(atom_k + noise_mean, spread_k + noise_var)`` with probabilities
 atoms and spreads are the shape, the noise is the Gaussian part that merges add.
 Merges add Gaussians to ``N`` or convolve two discrete parts; an elementwise function ``h`` is
 integrated exactly against it (closed form or quadrature over ``N`` for every atom), and the
-distribution of the result is discretized again (equal-probability bins, each keeping its mean
+distribution of the result is discretized again (bins finer in the tails, each keeping its mean
 and inner variance) so the shape is carried through any number of blocks.
 """
 
@@ -61,10 +61,25 @@ def channel_moments(mean: np.ndarray, var: np.ndarray, channels: int) -> tuple[n
     return np.broadcast_to(m, channels).copy(), np.broadcast_to(v, channels).copy()
 
 
+#: Bins of the re-binned shape, spaced evenly in the normal quantile up to +-TAIL_Z: the tails
+#: keep finer bins (0.1% at the ends) than equal probabilities would (6%), for the maximum of
+#: many draws, which reads the top 1/n of the distribution.
+TAIL_Z = 3.0
+
+
+@lru_cache(maxsize=4)
+def _edges(k: int) -> np.ndarray:
+    """The ``k - 1`` cumulative probabilities between ``k`` bins."""
+    from scipy.special import ndtr
+
+    return ndtr(np.linspace(-TAIL_Z, TAIL_Z, k - 1))
+
+
 def _rebin(values: np.ndarray, probs: np.ndarray, k: int,
            spread: np.ndarray | float = 0.0) -> tuple[np.ndarray, ...]:
-    """(C, n) weighted components (value, variance ``spread``) -> k equal-probability bins per
-    row: each bin's probability, mean and inner variance (mean and variance are preserved)."""
+    """(C, n) weighted components (value, variance ``spread``) -> k bins per row (by cumulative
+    probability, ``_edges``): each bin's probability, mean and inner variance (mean and variance
+    are preserved)."""
     c, n = values.shape
     order = np.argsort(values, axis=1, kind="stable")
     v = np.take_along_axis(values, order, axis=1)
@@ -73,7 +88,7 @@ def _rebin(values: np.ndarray, probs: np.ndarray, k: int,
     total = p.sum(axis=1, keepdims=True)
     p = p / np.where(total > 0, total, 1.0)
     mid = np.cumsum(p, axis=1) - 0.5 * p
-    group = np.minimum((mid * k).astype(int), k - 1) + k * np.arange(c)[:, None]
+    group = np.searchsorted(_edges(k), mid) + k * np.arange(c)[:, None]
     mass = np.bincount(group.ravel(), p.ravel(), minlength=c * k).reshape(c, k)
     s1 = np.bincount(group.ravel(), (p * v).ravel(), minlength=c * k).reshape(c, k)
     s2 = np.bincount(group.ravel(), (p * (v * v + sv)).ravel(), minlength=c * k).reshape(c, k)

@@ -82,7 +82,8 @@ def run_on_maps(fn: Any, x: Signal, out_shape: tuple[int, ...], *, var_fn: Any =
     mean, var = go(fn, xm.mean), go(var_fn, xm.var)
     source = None
     if x.source is not None and not scalar and np.shape(x.source.mean) == x.shape:
-        source = Source(go(fn, x.source.mean), go(var_fn, x.source.var), x.source.fn)
+        source = Source(go(fn, x.source.mean), go(var_fn, x.source.var), x.source.fn,
+                        exact=x.source.exact)
     out = Signal(mean, np.maximum(var, 0), out_shape, source)
     return out.collapse() if scalar else out
 
@@ -468,11 +469,12 @@ def _max_from(x: Signal, pre_mean: Any, pre_var: Any, count: Any, out_shape: tup
 def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
                  out_shape: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Maxima of a non-Gaussian signal (a mixture: after dropout, or a Dense layer of one
-    variable): per channel the maximum of the mixture's draws against that of a Gaussian of the
-    same moments corrects every element's (the maps keep the variation between elements, as
+    variable): per channel the maximum of the mixture's draws against that of the rule the maps
+    went by (a Gaussian of the same moments, or the function of a Gaussian that a source stands
+    in with) corrects every element's (the maps keep the variation between elements, as
     ``_through_mixture`` does for functions)."""
     table = table_of(x)
-    if x.mixture is None or (x.source is not None and table is None):
+    if x.mixture is None or (x.source is not None and x.source.exact and table is None):
         return first, var
     channels = out_shape[-1] if x.is_map and out_shape else 1
     if x.mixture.channels not in (1, channels):
@@ -481,10 +483,11 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
     n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape) \
         if x.is_map and out_shape else np.full(1, float(np.mean(count)))
     exact_mean, exact_var = mix.max_moments(n)
-    if table is None:
+    by_source = x.source is not None
+    if table is None and not by_source:
         gauss = Mixture.gaussian(*mix.moments())
-    else:  # a table holds a function's values on Gauss-Hermite nodes: the rule it corrects
-        # (a Gaussian, or the source's function of one) on the same nodes
+    else:  # the rule it corrects (a Gaussian, or the source's function of one) on the
+        # Gauss-Hermite nodes of a table
         z, w = source_nodes()
         if x.source is not None:
             g_mean, g_var = channel_moments(x.source.mean, x.source.var, channels)
@@ -497,9 +500,10 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
         gauss = Mixture(values, np.broadcast_to(w, values.shape).copy(), np.zeros(values.shape),
                         np.zeros(channels), np.zeros(channels))
     gauss_mean, gauss_var = gauss.max_moments(n)
-    if table is not None:
+    if table is not None or by_source:
         # by ratio: a table's maximum can hardly vary (relative variance 1e-8 after a sign),
-        # far below the ~1e-4 by which the two discretized maxima differ
+        # far below the ~1e-4 by which the two discretized maxima differ; a function of a
+        # mixture can reach far higher than of the Gaussian its source takes
         ratio = exact_var / np.maximum(gauss_var, 1e-300)
         return np.asarray(first) + (exact_mean - gauss_mean), np.asarray(var) * ratio
     return (np.asarray(first) + (exact_mean - gauss_mean),

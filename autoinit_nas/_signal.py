@@ -28,6 +28,9 @@ class Source:
     corr: np.ndarray | None = None  # G's correlation between positions (see Signal.corr)
     xcorr: np.ndarray | None = None  # G's correlation between channels (see Signal.xcorr)
     phase: np.ndarray | None = None  # G's correlation by phase (see Signal.phase)
+    #: False when G stands in for a non-Gaussian input (a function of a mixture): its rules are
+    #: then the Gaussian approximation the mixture corrects
+    exact: bool = True
 
 
 @dataclass(frozen=True)
