@@ -44,6 +44,7 @@ __all__ = [
     "mixture_or_gaussian",
     "softmax_mixture_weight",
     "sum_mixture",
+    "table_is_linear",
     "table_of",
     "with_table",
     "linear_combination",
@@ -223,15 +224,27 @@ def table_of(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
     return table[2], table[3]
 
 
-def with_table(x: Signal, values: np.ndarray, probs: np.ndarray) -> Signal:
-    """``x`` with the joint table ``values`` (C, N), ``probs`` (N,): its per-channel mixture is
-    the table's rows exactly, and the channels' correlation at lag 0 is the table's."""
+def table_is_linear(x: Signal) -> bool:
+    """Whether the table's values are affine in a Gaussian variable (a Dense or normalization
+    of a Gaussian channel): every channel is then Gaussian itself."""
+    table = x.meta.get("table")
+    return table is not None and table_of(x) is not None and bool(table[4])
+
+
+def with_table(x: Signal, values: np.ndarray, probs: np.ndarray, *,
+               linear: bool = False) -> Signal:
+    """``x`` with the joint table ``values`` (C, N), ``probs`` (N,): the channels' correlation at
+    lag 0 is the table's, and the per-channel mixture is the table's rows (re-binned), unless
+    each channel is already exact without one (Gaussian: ``linear``, or a function of a
+    Gaussian)."""
     values = np.nan_to_num(np.asarray(values, float))
     channels = values.shape[0]
     if not x.is_map or not x.shape or x.shape[-1] != channels:
         return x
-    mixture = Mixture(values, np.broadcast_to(probs, values.shape).copy(), np.zeros_like(values),
-                      np.zeros(channels), np.zeros(channels))
+    mixture = x.mixture
+    if not linear and (x.source is None or not x.source.exact):
+        # re-binned like any mixture, for the rules that read one (the table stays exact)
+        mixture = Mixture.rebinned(values, np.broadcast_to(probs, values.shape))
     xcorr = x.xcorr
     if xcorr is not None and xcorr.shape[-1] == channels:
         centered = values - (values @ probs)[:, None]
@@ -244,7 +257,8 @@ def with_table(x: Signal, values: np.ndarray, probs: np.ndarray) -> Signal:
     out = replace(x, mean=mean, var=var, mixture=mixture, xcorr=xcorr)
     if xcorr is not x.xcorr and len(x.shape) == 2 and x.corr is not None:
         out = replace(out, corr=per_channel_corr(xcorr))
-    return replace(out, meta={**x.meta, "table": (mean, var, values, np.asarray(probs, float))})
+    table = (mean, var, values, np.asarray(probs, float), linear)
+    return replace(out, meta={**x.meta, "table": table})
 
 
 def _mixture_of(x: Signal, channels: int) -> Mixture | None:
@@ -435,7 +449,12 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     if root_phase is not None and x.is_map and mixable(full):
         return _with_phase(out, root_phase, pre_mean, pre_var, full)
     corr, xcorr = _fn_correlations(root_corr, root_xcorr, pre_mean, pre_var, full, x.shape)
-    return replace(out, corr=corr, xcorr=xcorr)
+    out = replace(out, corr=corr, xcorr=xcorr)
+    table = table_of(x)
+    if table is not None and mixable(fn):  # the function of every value
+        with np.errstate(all="ignore"):
+            out = with_table(out, np.asarray(fn(table[0]), float), table[1])
+    return out
 
 
 def _with_phase(out: Signal, phase: np.ndarray, mean: Any, var: Any, fn: Callable) -> Signal:

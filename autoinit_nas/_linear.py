@@ -25,6 +25,7 @@ from autoinit_nas._functions import (
     mixable,
     mixture_or_gaussian,
     softmax_mixture_weight,
+    table_is_linear,
     table_of,
     with_table,
 )
@@ -364,7 +365,7 @@ def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | 
     table = _input_table(x) if ctx.realized and pre.is_map and x.is_map else None
     if table is None:
         return None
-    values, probs = table
+    values, probs, linear = table
     kernel = as_matrix(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
     if kernel.ndim != 2 or kernel.shape[0] != values.shape[0] or pre.shape[-1] != kernel.shape[1]:
         return None
@@ -389,19 +390,22 @@ def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | 
     factor = float(np.sum(final * kernel) / max(float(np.sum(kernel * kernel)), 1e-300))
     if image is not None:  # still a convolution of z, with the kernel as rescaled
         pre = replace(pre, meta={**pre.meta, "image": (image[0], image[1] * factor)})
-    return with_table(pre, out_values * factor, probs), plan, std
+    return with_table(pre, out_values * factor, probs, linear=linear), plan, std
 
 
-def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
-    """The joint table of a Dense layer's input: its own, or, for one channel that is Gaussian
-    or a function of one (no spread in its mixture), the channel's own distribution."""
+def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """The joint table of a Dense layer's input (values, probabilities, whether affine in a
+    Gaussian): its own, or, for one channel that is Gaussian or a function of one (no spread in
+    its mixture), the channel's own distribution."""
     table = table_of(x)
-    if table is not None or not x.is_map or not x.shape or x.shape[-1] != 1:
-        return table
+    if table is not None:
+        return table[0], table[1], table_is_linear(x)
+    if not x.is_map or not x.shape or x.shape[-1] != 1:
+        return None
     if x.mixture is None and x.source is None:
         mean, var = channel_moments(x.mean, x.var, 1)
         z, w = source_nodes()
-        return mean[0] + math.sqrt(max(var[0], 0.0)) * z[None, :], w
+        return mean[0] + math.sqrt(max(var[0], 0.0)) * z[None, :], w, True
     if x.mixture is None and not mixable(x.source.fn):
         return None
     mix = mixture_or_gaussian(x, 1) if x.mixture is not None else None
@@ -411,10 +415,10 @@ def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
         with np.errstate(over="ignore", invalid="ignore"):
             values = np.nan_to_num(np.asarray(
                 x.source.fn(g_mean[0] + math.sqrt(max(g_var[0], 0.0)) * z), float))
-        return values[None, :], w
+        return values[None, :], w, False
     if np.any(mix.spread > 0) or np.any(mix.noise_var > 0):
         return None
-    return mix.atoms + mix.noise_mean[:, None], mix.probs[0]
+    return mix.atoms + mix.noise_mean[:, None], mix.probs[0], False
 
 
 def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:

@@ -32,6 +32,7 @@ NOISE_NODES = 8  # Gauss-Hermite nodes that discretize N before re-binning
 SOURCE_NODES = 96  # nodes that discretize a single Gaussian (a function's input)
 INNER_NODES = 129  # quadrature nodes per atom for functions without a closed form
 MAX_NODES = 32  # Gauss-Hermite nodes per component for the maximum of draws from a mixture
+_DEDUPE_FROM = 128  # channels from which a function's pass looks for alike channels first
 
 
 @lru_cache(maxsize=4)
@@ -142,6 +143,18 @@ class Mixture:
                            1),
             np.zeros(c), np.zeros(c))
 
+    def _rows(self, index: np.ndarray) -> Mixture:
+        """The channels ``index`` (in that order)."""
+        return Mixture(self.atoms[index], self.probs[index], self.spread[index],
+                       self.noise_mean[index], self.noise_var[index])
+
+    @staticmethod
+    def rebinned(values: np.ndarray, probs: np.ndarray) -> Mixture:
+        """Point masses ``values`` (C, n) with probabilities ``probs``, re-binned to ``ATOMS``."""
+        atoms, mass, inner = _rebin(np.asarray(values, float), np.asarray(probs, float), ATOMS)
+        c = atoms.shape[0]
+        return Mixture(atoms, mass, inner, np.zeros(c), np.zeros(c))
+
     @staticmethod
     def gaussian(mean: np.ndarray, var: np.ndarray) -> Mixture:
         """One Gaussian per channel (a single atom)."""
@@ -193,9 +206,10 @@ class Mixture:
         return first, np.maximum(second - first**2, 0.0)
 
     def _discretize(self, fn: Callable[[np.ndarray], np.ndarray], nodes: int) -> Mixture:
-        """The distribution of ``fn(A + N)`` as atoms (N discretized by Gauss-Hermite)."""
-        z, u = _hermite(nodes)
+        """The distribution of ``fn(A + N)`` as atoms (N discretized by Gauss-Hermite; atoms
+        without spread, as a table's, stay one value each)."""
         sd = np.sqrt(self.spread + self.noise_var[:, None])
+        z, u = _hermite(nodes) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
         x = (self.atoms + self.noise_mean[:, None])[:, :, None] + sd[:, :, None] * z
         with np.errstate(over="ignore", invalid="ignore"):
             y = np.nan_to_num(np.asarray(fn(x), float))
@@ -206,7 +220,17 @@ class Mixture:
 
     def apply(self, fn: Callable[[np.ndarray], np.ndarray],
               nodes: int = NOISE_NODES) -> tuple[np.ndarray, np.ndarray, Mixture]:
-        """Exact per-channel mean and variance of ``fn(x)``, and its mixture."""
+        """Exact per-channel mean and variance of ``fn(x)``, and its mixture. Channels alike (a
+        flattened map repeats its channels' mixtures at every position) are worked out once."""
+        if self.channels > _DEDUPE_FROM:
+            rows = np.ascontiguousarray(np.concatenate(
+                [self.atoms, self.probs, self.spread, self.noise_mean[:, None],
+                 self.noise_var[:, None]], axis=1))
+            keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            if len(first) <= self.channels // 2:
+                mean, var, mix = self._rows(first).apply(fn, nodes)
+                return mean[inverse], var[inverse], mix._rows(inverse)
         mu = self.atoms + self.noise_mean[:, None]
         var = self.spread + self.noise_var[:, None]
         first, second = gaussian_moments(fn, mu, var, nodes=INNER_NODES)

@@ -27,6 +27,7 @@ from autoinit_nas._functions import (
     mixture_or_gaussian,
     monte_carlo,
     piecewise_relu,
+    table_is_linear,
     table_of,
     with_table,
 )
@@ -479,7 +480,12 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
     channels = out_shape[-1] if x.is_map and out_shape else 1
     if x.mixture.channels not in (1, channels):
         return first, var
-    mix = mixture_or_gaussian(x, channels)  # (a one-channel mixture repeated per channel)
+    if table is not None:  # the exact values (the mixture is re-binned)
+        values, probs = table
+        mix = Mixture(values, np.broadcast_to(probs, values.shape).copy(),
+                      np.zeros(values.shape), np.zeros(channels), np.zeros(channels))
+    else:
+        mix = mixture_or_gaussian(x, channels)  # (a one-channel mixture repeated per channel)
     n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape) \
         if x.is_map and out_shape else np.full(1, float(np.mean(count)))
     exact_mean, exact_var = mix.max_moments(n)
@@ -810,7 +816,8 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         g = 1.0 if gamma is None else np.reshape(gamma, (-1, 1))
         b = 0.0 if beta is None else np.reshape(beta, (-1, 1))
         scale = g / np.sqrt(np.reshape(var, (-1, 1)) + float(layer.epsilon))
-        out = with_table(out, (table[0] - np.reshape(mu, (-1, 1))) * scale + b, table[1])
+        out = with_table(out, (table[0] - np.reshape(mu, (-1, 1))) * scale + b, table[1],
+                         linear=table_is_linear(x))
     return Estimate([replace(out, phase=x.phase) if out.is_map else out])
 
 
