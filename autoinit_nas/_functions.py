@@ -44,8 +44,10 @@ __all__ = [
     "mixture_or_gaussian",
     "softmax_mixture_weight",
     "sum_mixture",
+    "table_cov",
     "table_is_linear",
     "table_of",
+    "white_positions",
     "with_table",
     "linear_combination",
 ]
@@ -224,6 +226,19 @@ def table_of(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
     return table[2], table[3]
 
 
+def table_cov(table: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The (C, C) covariance of a table's channels at one position."""
+    values, probs = table
+    centered = values - (values @ probs)[:, None]
+    return (centered * probs) @ centered.T
+
+
+def white_positions(x: Signal) -> bool:
+    """Whether a sequence's positions are independent (no correlation at any lag but 0)."""
+    return x.corr is None or (x.corr.ndim == 2
+                              and float(np.max(np.abs(x.corr[1:]), initial=0.0)) < 1e-9)
+
+
 def table_is_linear(x: Signal) -> bool:
     """Whether the table's values are affine in a Gaussian variable (a Dense or normalization
     of a Gaussian channel): every channel is then Gaussian itself."""
@@ -247,8 +262,7 @@ def with_table(x: Signal, values: np.ndarray, probs: np.ndarray, *,
         mixture = Mixture.rebinned(values, np.broadcast_to(probs, values.shape))
     xcorr = x.xcorr
     if xcorr is not None and xcorr.shape[-1] == channels:
-        centered = values - (values @ probs)[:, None]
-        cov = (centered * probs) @ centered.T
+        cov = table_cov((values, probs))
         sd = np.sqrt(np.maximum(np.diagonal(cov), 0.0))
         if np.min(sd) > 0.0:
             xcorr = xcorr.copy()

@@ -25,8 +25,10 @@ from autoinit_nas._functions import (
     mixable,
     mixture_or_gaussian,
     softmax_mixture_weight,
+    table_cov,
     table_is_linear,
     table_of,
+    white_positions,
     with_table,
 )
 from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
@@ -153,7 +155,7 @@ def _correlate(
     var_c = channel_mean(x.var, x.shape)
     independent = _independent(var_c, kernel)
     table = table_of(x) if x.xcorr is None and rank == 1 and _as_int(dilation) == 1 else None
-    if table is not None and len(kernel) > 1 and _white(x):
+    if table is not None and len(kernel) > 1 and white_positions(x):
         # many channels, each a function of one variable drawn anew at every position: the
         # channels covary by the table at lag 0 and not at all across positions
         cov = _white_conv_cov(table, kernel, _as_int(stride), pre.shape[0])
@@ -195,19 +197,12 @@ def _correlate(
                          corr, bias_var, xcorr)
 
 
-def _white(x: Signal) -> bool:
-    """Whether a sequence's positions are independent (no correlation at any lag but 0)."""
-    return x.corr is None or float(np.max(np.abs(x.corr[1:]), initial=0.0)) < 1e-9
-
-
 def _white_conv_cov(table: tuple[np.ndarray, np.ndarray], kernel: np.ndarray, stride: int,
                     out_len: int) -> np.ndarray:
     """Output cross-covariance ``(2K + 1, O, O)`` of a 1-D convolution ``(taps, C, O)`` over
     independent positions whose channels covary as the joint ``table`` (``G0``):
     ``G[d] = sum_j W_j^T G0 W_(j + s d)``."""
-    values, probs = table
-    centered = values - (values @ probs)[:, None]
-    g0 = (centered * probs) @ centered.T
+    g0 = table_cov(table)
     taps, _, outs = kernel.shape
     k = min((taps - 1) // stride, _lags(out_len, outs)[0], max(out_len - 1, 0))
     proj = np.einsum("ab,jbo->jao", g0, kernel)  # G0 W_j

@@ -27,8 +27,10 @@ from autoinit_nas._functions import (
     mixture_or_gaussian,
     monte_carlo,
     piecewise_relu,
+    table_cov,
     table_is_linear,
     table_of,
+    white_positions,
     with_table,
 )
 from autoinit_nas._linear import left_padding, windows
@@ -332,11 +334,9 @@ def _moved(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> dict[str, Any]:
         if x.corr is not None:  # a Dense layer reading it needs the positions' correlation
             meta["flat"] = (var_map, x.corr)
         table = table_of(x)
-        if table is not None and (x.corr is None or np.max(np.abs(x.corr[1:]), initial=0.0) < 1e-9):
+        if table is not None and white_positions(x):
             # channels of one white variable: they covary at each position, and only there
-            values, probs = table
-            centered = values - (values @ probs)[:, None]
-            meta["flat_table"] = (var_map, correlation_of(((centered * probs) @ centered.T)[None])[0])
+            meta["flat_table"] = (var_map, correlation_of(table_cov(table)[None])[0])
         if meta:
             fields["meta"] = meta
         return fields
@@ -675,13 +675,10 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
     xcorr = _correlation_of_pooled(cov)
     table = table_of(x)
-    white = x.corr is None or (len(x.shape) == 2 and np.max(np.abs(x.corr[1:]), initial=0.0) < 1e-9)
-    if (xcorr is None and table is not None and white and len(out_shape) == 1
+    if (xcorr is None and table is not None and white_positions(x) and len(out_shape) == 1
             and axes == tuple(range(len(x.shape) - 1))):
         # independent positions, each a draw of the table: the means covary as one draw / k
-        values, probs = table
-        centered = values - (values @ probs)[:, None]
-        xcorr = correlation_of(((centered * probs) @ centered.T)[None])
+        xcorr = correlation_of(table_cov(table)[None])
     return Estimate([Signal(mean, var, out_shape, xcorr=xcorr)])
 
 
