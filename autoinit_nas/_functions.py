@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from autoinit_nas._correlation import combine_corr, function_corr
-from autoinit_nas._mixture import Mixture, channel_moments
+from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
 from autoinit_nas._moments import PiecewiseLinear, gaussian_moments
 from autoinit_nas._phases import attach, function_phase, per_phase
 from autoinit_nas._signal import Signal, Source
@@ -44,8 +44,10 @@ __all__ = [
     "mixture_or_gaussian",
     "softmax_mixture_weight",
     "sum_mixture",
+    "source_values",
     "table_cov",
     "table_is_linear",
+    "table_moments",
     "table_of",
     "white_positions",
     "with_table",
@@ -190,8 +192,7 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
     if table is not None:  # the exact distribution: fn of every value
         with np.errstate(all="ignore"):
             values = np.nan_to_num(np.asarray(fn(table[0]), float))
-        exact_mean = values @ table[1]
-        exact_var = np.square(values - exact_mean[:, None]) @ table[1]
+        exact_mean, exact_var = table_moments(values, table[1])
         out_mix = None  # with_table makes it from the values
     else:
         exact_mean, exact_var, out_mix = mix.apply(fn)
@@ -224,6 +225,26 @@ def table_of(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
     if table is None or table[0] is not x.mean or table[1] is not x.var:
         return None
     return table[2], table[3]
+
+
+def table_moments(values: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's (channel's) mean and variance over a table's values."""
+    mean = values @ probs
+    return mean, np.square(values - mean[:, None]) @ probs
+
+
+def source_values(x: Signal, channels: int) -> np.ndarray:
+    """``(C, N)``: the signal's source function (the identity without one) at each channel's
+    average Gaussian moments, on the ``source_nodes``."""
+    fn = x.source.fn if x.source is not None else None
+    mean, var = channel_moments(x.source.mean if fn else x.mean,
+                                x.source.var if fn else x.var, channels)
+    z, _ = source_nodes()
+    g = mean[:, None] + np.sqrt(np.maximum(var, 0.0))[:, None] * z[None, :]
+    if fn is None:
+        return g
+    with np.errstate(all="ignore"):
+        return np.nan_to_num(np.asarray(fn(g), float))
 
 
 def table_cov(table: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

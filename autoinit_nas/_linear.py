@@ -25,8 +25,10 @@ from autoinit_nas._functions import (
     mixable,
     mixture_or_gaussian,
     softmax_mixture_weight,
+    source_values,
     table_cov,
     table_is_linear,
+    table_moments,
     table_of,
     white_positions,
     with_table,
@@ -373,10 +375,8 @@ def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | 
         # the channels' covariance was not counted: the table's ratio of each unit's variance
         # to its variance with independent channels (the maps keep their own scale, which
         # quadrature on them gets right for heavy tails the table's nodes miss)
-        centered = out_values - (out_values @ probs)[:, None]
-        var_in = np.square(values - (values @ probs)[:, None]) @ probs
-        independent = np.square(kernel).T @ var_in
-        ratio = np.where(independent > 0, (np.square(centered) @ probs)
+        independent = np.square(kernel).T @ table_moments(values, probs)[1]
+        ratio = np.where(independent > 0, table_moments(out_values, probs)[1]
                          / np.maximum(independent, 1e-300), 1.0)
         extra = channel_mean(pre.var, pre.shape) * (ratio - 1.0)
     pre, plan, std = _add_variance(pre, extra, plan, std, ctx, kernel_var, pre.corr, bias_var,
@@ -397,20 +397,11 @@ def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray, bool] | None:
         return table[0], table[1], table_is_linear(x)
     if not x.is_map or not x.shape or x.shape[-1] != 1:
         return None
-    if x.mixture is None and x.source is None:
-        mean, var = channel_moments(x.mean, x.var, 1)
-        z, w = source_nodes()
-        return mean[0] + math.sqrt(max(var[0], 0.0)) * z[None, :], w, True
-    if x.mixture is None and not mixable(x.source.fn):
-        return None
-    mix = mixture_or_gaussian(x, 1) if x.mixture is not None else None
-    if mix is None:
-        g_mean, g_var = channel_moments(x.source.mean, x.source.var, 1)
-        z, w = source_nodes()
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = np.nan_to_num(np.asarray(
-                x.source.fn(g_mean[0] + math.sqrt(max(g_var[0], 0.0)) * z), float))
-        return values[None, :], w, False
+    if x.mixture is None:
+        if x.source is not None and not mixable(x.source.fn):
+            return None
+        return source_values(x, 1), source_nodes()[1], x.source is None
+    mix = mixture_or_gaussian(x, 1)
     if np.any(mix.spread > 0) or np.any(mix.noise_var > 0):
         return None
     return mix.atoms + mix.noise_mean[:, None], mix.probs[0], False
@@ -434,12 +425,7 @@ def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
         signs = np.ones(1)
     if x.mixture is None and x.source is not None and mixable(x.source.fn):
         # f(G) itself, node by node (no re-binning: its tails stay for a function after)
-        g_mean, g_var = channel_moments(x.source.mean, x.source.var, channels)
-        z, w = source_nodes()
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = np.nan_to_num(np.asarray(
-                x.source.fn(g_mean[0] + math.sqrt(max(g_var[0], 0.0)) * z), float))
-        mix = Mixture(values[None], w[None], np.zeros((1, len(z))), np.zeros(1), np.zeros(1))
+        mix = Mixture.points(source_values(x, channels)[:1], source_nodes()[1])
     else:
         mix = mixture_or_gaussian(x, channels)
     _, var_c = channel_moments(x.mean, x.var, channels)

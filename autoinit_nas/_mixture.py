@@ -149,6 +149,14 @@ class Mixture:
                        self.noise_mean[index], self.noise_var[index])
 
     @staticmethod
+    def points(values: np.ndarray, probs: np.ndarray) -> Mixture:
+        """Point masses ``values`` (C, n) with probabilities ``probs`` ((n,) or (C, n))."""
+        values = np.asarray(values, float)
+        c = values.shape[0]
+        return Mixture(values, np.broadcast_to(probs, values.shape).copy(),
+                       np.zeros(values.shape), np.zeros(c), np.zeros(c))
+
+    @staticmethod
     def rebinned(values: np.ndarray, probs: np.ndarray) -> Mixture:
         """Point masses ``values`` (C, n) with probabilities ``probs``, re-binned to ``ATOMS``."""
         atoms, mass, inner = _rebin(np.asarray(values, float), np.asarray(probs, float), ATOMS)

@@ -27,14 +27,16 @@ from autoinit_nas._functions import (
     mixture_or_gaussian,
     monte_carlo,
     piecewise_relu,
+    source_values,
     table_cov,
     table_is_linear,
+    table_moments,
     table_of,
     white_positions,
     with_table,
 )
 from autoinit_nas._linear import left_padding, windows
-from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
+from autoinit_nas._mixture import Mixture, source_nodes
 from autoinit_nas._moments import (
     PiecewiseLinear,
     clark_max,
@@ -480,33 +482,24 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
     channels = out_shape[-1] if x.is_map and out_shape else 1
     if x.mixture.channels not in (1, channels):
         return first, var
-    if table is not None:  # the exact values (the mixture is re-binned)
-        values, probs = table
-        mix = Mixture(values, np.broadcast_to(probs, values.shape).copy(),
-                      np.zeros(values.shape), np.zeros(channels), np.zeros(channels))
-    else:
-        mix = mixture_or_gaussian(x, channels)  # (a one-channel mixture repeated per channel)
+    # a table's exact values (its mixture is re-binned), else the mixture (a one-channel
+    # mixture repeated per channel)
+    mix = Mixture.points(*table) if table is not None else mixture_or_gaussian(x, channels)
     n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape) \
         if x.is_map and out_shape else np.full(1, float(np.mean(count)))
     exact_mean, exact_var = mix.max_moments(n)
-    by_source = x.source is not None
-    if table is None and not by_source:
+    by_nodes = table is not None or x.source is not None
+    if not by_nodes:
         gauss = Mixture.gaussian(*mix.moments())
-    else:  # the rule it corrects (a Gaussian, or the source's function of one) on the
-        # Gauss-Hermite nodes of a table
+    elif x.source is not None:  # the rule it corrects: the source's function of a Gaussian,
+        # on the Gauss-Hermite nodes of a table
+        gauss = Mixture.points(source_values(x, channels), source_nodes()[1])
+    else:  # a Gaussian of the table's moments, on the same nodes
+        mean_c, var_c = mix.moments()
         z, w = source_nodes()
-        if x.source is not None:
-            g_mean, g_var = channel_moments(x.source.mean, x.source.var, channels)
-            with np.errstate(all="ignore"):
-                values = np.nan_to_num(np.asarray(x.source.fn(
-                    g_mean[:, None] + np.sqrt(g_var)[:, None] * z[None, :]), float))
-        else:
-            mean_c, var_c = mix.moments()
-            values = mean_c[:, None] + np.sqrt(var_c)[:, None] * z[None, :]
-        gauss = Mixture(values, np.broadcast_to(w, values.shape).copy(), np.zeros(values.shape),
-                        np.zeros(channels), np.zeros(channels))
+        gauss = Mixture.points(mean_c[:, None] + np.sqrt(var_c)[:, None] * z[None, :], w)
     gauss_mean, gauss_var = gauss.max_moments(n)
-    if table is not None or by_source:
+    if by_nodes:
         # by ratio: a table's maximum can hardly vary (relative variance 1e-8 after a sign),
         # far below the ~1e-4 by which the two discretized maxima differ; a function of a
         # mixture can reach far higher than of the Gaussian its source takes
@@ -842,8 +835,7 @@ def _layer_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         g = 1.0 if gamma is None else np.reshape(gamma, (-1, 1))
         b = 0.0 if beta is None else np.reshape(beta, (-1, 1))
         normed = normed * g + b
-        mean = normed @ probs
-        var = np.square(normed - mean[:, None]) @ probs
+        mean, var = table_moments(normed, probs)
         out = replace(out, mean=np.broadcast_to(mean, x.shape).astype(float),
                       var=np.broadcast_to(var, x.shape).astype(float))
         out = with_table(out, normed, probs)
