@@ -49,9 +49,12 @@ __all__ = [
     "table_is_linear",
     "table_moments",
     "table_of",
+    "table_root",
+    "same_root",
     "white_positions",
     "with_table",
     "linear_combination",
+    "merged_table",
 ]
 
 IDENTITY = PiecewiseLinear((), (1.0,), (0.0,))
@@ -212,7 +215,7 @@ def _through_mixture(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Signa
         return _with_phase(out, x.phase, x.mean, x.var, fn)
     corr, xcorr = _fn_correlations(x.corr, x.xcorr, x.mean, x.var, fn, x.shape)
     out = replace(out, corr=corr, xcorr=xcorr)
-    return out if table is None else with_table(out, values, table[1])
+    return out if table is None else with_table(out, values, table[1], root=table_root(x))
 
 
 def table_of(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
@@ -225,6 +228,20 @@ def table_of(x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
     if table is None or table[0] is not x.mean or table[1] is not x.var:
         return None
     return table[2], table[3]
+
+
+def table_root(x: Signal) -> tuple[Any, Any] | None:
+    """The variable ``x``'s table is over: the arrays ``(mean, var)`` of the Gaussian (or of
+    the one-channel signal with atoms) it was made from, compared by identity; None without a
+    valid table or a known root."""
+    return x.meta["table"][5] if table_of(x) is not None else None
+
+
+def same_root(tables: list[tuple[Any, Any] | None]) -> bool:
+    """Whether the roots are all known and the same variable."""
+    first = tables[0]
+    return first is not None and all(
+        r is not None and r[0] is first[0] and r[1] is first[1] for r in tables[1:])
 
 
 def table_moments(values: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,11 +285,12 @@ def table_is_linear(x: Signal) -> bool:
 
 
 def with_table(x: Signal, values: np.ndarray, probs: np.ndarray, *,
-               linear: bool = False) -> Signal:
+               linear: bool = False, root: tuple[Any, Any] | None = None) -> Signal:
     """``x`` with the joint table ``values`` (C, N), ``probs`` (N,): the channels' correlation at
     lag 0 is the table's, and the per-channel mixture is the table's rows (re-binned), unless
     each channel is already exact without one (Gaussian: ``linear``, or a function of a
-    Gaussian)."""
+    Gaussian). ``root`` names the variable the table is over (``table_root``), so that tables
+    over the same one can be added or set side by side value by value."""
     values = np.nan_to_num(np.asarray(values, float))
     channels = values.shape[0]
     if not x.is_map or not x.shape or x.shape[-1] != channels:
@@ -292,7 +310,7 @@ def with_table(x: Signal, values: np.ndarray, probs: np.ndarray, *,
     out = replace(x, mean=mean, var=var, mixture=mixture, xcorr=xcorr)
     if xcorr is not x.xcorr and len(x.shape) == 2 and x.corr is not None:
         out = replace(out, corr=per_channel_corr(xcorr))
-    table = (mean, var, values, np.asarray(probs, float), linear)
+    table = (mean, var, values, np.asarray(probs, float), linear, root)
     return replace(out, meta={**x.meta, "table": table})
 
 
@@ -402,11 +420,18 @@ def linear_combination(
         return Signal(np.asarray(float(np.mean(mean))), np.asarray(float(np.mean(var))),
                       tuple(out_shape), mixture=mixture)
     corr = xcorr = None
+    table = _merged_values(list(xs), [float(c) for c in coeffs])
     if all(np.shape(x.var) == tuple(out_shape) for x in parts):
         var_cs = [channel_mean(x.var, tuple(out_shape)) for x in parts]
         spatial = tuple(out_shape[:-1]) or (1,)
         ungrouped = len(parts) == len(xs) and all(p is x for p, x in zip(parts, xs, strict=True))
         related = _related(ungrouped and len(out_shape) <= 2, cross, cs, out_shape)
+        if related is None and ungrouped and table is not None:
+            # inputs over one variable (x and BatchNormalization(f(x))): their covariance at
+            # each position is the table's, value by value
+            tables = [table_of(x) for x in xs]
+            own = sum(c * c * table_moments(*t)[1] for c, t in zip(cs, tables, strict=True))
+            var = var + (table_moments(table[0], table[1])[1] - own)
         if related is not None:  # covariance of the sum, cross terms included
             cov = related + sum(c * c * _covariance(x.xcorr, x.corr, v, spatial)
                                 for c, v, x in zip(cs, var_cs, parts, strict=True))
@@ -421,9 +446,46 @@ def linear_combination(
             xcorr = sum_xcorr([(c, v, x.xcorr, x.corr) for c, v, x in zip(cs, var_cs, parts,
                                                                           strict=True)],
                               spatial)
-    return Signal(np.broadcast_to(mean, out_shape).astype(float),
-                  np.maximum(np.broadcast_to(var, out_shape), 0.0).astype(float),
-                  tuple(out_shape), mixture=mixture, corr=corr, xcorr=xcorr)
+    out = Signal(np.broadcast_to(mean, out_shape).astype(float),
+                 np.maximum(np.broadcast_to(var, out_shape), 0.0).astype(float),
+                 tuple(out_shape), mixture=mixture, corr=corr, xcorr=xcorr)
+    if not shape_too or table is None:
+        return out
+    return with_table(out, table[0], table[1], linear=table[2], root=table[3])
+
+
+def merged_table(out: Signal, xs: list[Signal]) -> Signal:
+    """``out``, the concatenation of ``xs`` along channels, with the joint table of its channels
+    when every input has a table over the same variable."""
+    table = _merged_values(xs, None)
+    if table is None or not out.is_map:
+        return out
+    return with_table(out, table[0], table[1], linear=table[2], root=table[3])
+
+
+def _merged_values(xs: list[Signal], coeffs: list[float] | None
+                   ) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
+    """The table (values, probs, linear, root) of the weighted sum (``coeffs``) or of the
+    concatenation along channels (None) of ``xs``, when every input has a table over the same
+    variable: the sum or concatenation value by value (``x`` and ``f(x)`` branches then keep
+    their joint distribution, which no Gaussian rule gives); None otherwise."""
+    if len(xs) < 2 or not all(x.is_map and x.shape for x in xs):
+        return None
+    tables = [table_of(x) for x in xs]
+    if any(t is None for t in tables) or not same_root([table_root(x) for x in xs]):
+        return None
+    probs = tables[0][1]
+    if any(t[1].shape != probs.shape or not np.array_equal(t[1], probs) for t in tables):
+        return None
+    if coeffs is None:
+        values = np.concatenate([t[0] for t in tables], axis=0)
+    elif all(t[0].shape == tables[0][0].shape for t in tables):
+        values = sum(c * t[0] for c, t in zip(coeffs, tables, strict=True))
+    else:
+        return None
+    if values.shape[0] != sum(x.shape[-1] for x in xs) and coeffs is None:
+        return None
+    return values, probs, all(table_is_linear(x) for x in xs), table_root(xs[0])
 
 
 def _related(ok: bool, cross: Callable[[int, int, int], np.ndarray | None] | None,
@@ -488,7 +550,8 @@ def apply_fn_to_signal(fn: Callable[[np.ndarray], np.ndarray], x: Signal) -> Sig
     table = table_of(x)
     if table is not None and mixable(fn):  # the function of every value
         with np.errstate(all="ignore"):
-            out = with_table(out, np.asarray(fn(table[0]), float), table[1])
+            out = with_table(out, np.asarray(fn(table[0]), float), table[1],
+                             root=table_root(x))
     return out
 
 

@@ -30,6 +30,7 @@ from autoinit_nas._functions import (
     table_is_linear,
     table_moments,
     table_of,
+    table_root,
     white_positions,
     with_table,
 )
@@ -157,9 +158,16 @@ def _correlate(
     var_c = channel_mean(x.var, x.shape)
     independent = _independent(var_c, kernel)
     table = table_of(x) if x.xcorr is None and rank == 1 and _as_int(dilation) == 1 else None
-    if table is not None and len(kernel) > 1 and white_positions(x):
-        # many channels, each a function of one variable drawn anew at every position: the
-        # channels covary by the table at lag 0 and not at all across positions
+    image = (x.meta.get("image") if x.xcorr is None and rank == 1 and _as_int(dilation) == 1
+             else None)
+    z_table = (table_of(image[0]) if image is not None and image[0].xcorr is None
+               and white_positions(image[0]) else None)
+    if (table is not None and len(kernel) > 1 and white_positions(x)) or z_table is not None:
+        # many channels, each a function of one variable drawn anew at every position (or a
+        # convolution of such channels, z): the channels covary by the table at lag 0 and not
+        # at all across positions
+        if z_table is not None:
+            table, kernel = z_table, _compose(image[1], kernel)
         cov = _white_conv_cov(table, kernel, _as_int(stride), pre.shape[0])
         xcorr = correlation_of(cov) if cov.shape[-1] <= MAX_CHANNELS else None
         lag0 = np.diagonal(cov[len(cov) // 2])
@@ -167,8 +175,6 @@ def _correlate(
                 / np.maximum(lag0, 1e-300)[None, :])
         return _add_variance(pre, lag0 - independent, plan, std, ctx, kernel_var, corr,
                              bias_var, xcorr)
-    image = (x.meta.get("image") if x.xcorr is None and rank == 1 and _as_int(dilation) == 1
-             else None)
     if image is not None:
         # every input channel is a convolution of the few channels of z: so is the output, and
         # the layer is one convolution of z (exact, whatever the channel count)
@@ -362,7 +368,7 @@ def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | 
     table = _input_table(x) if ctx.realized and pre.is_map and x.is_map else None
     if table is None:
         return None
-    values, probs, linear = table
+    values, probs, linear, root = table
     kernel = as_matrix(np.asarray(_final_kernel(kernel_var, plan, ctx), float))
     if kernel.ndim != 2 or kernel.shape[0] != values.shape[0] or pre.shape[-1] != kernel.shape[1]:
         return None
@@ -385,26 +391,27 @@ def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | 
     factor = float(np.sum(final * kernel) / max(float(np.sum(kernel * kernel)), 1e-300))
     if image is not None:  # still a convolution of z, with the kernel as rescaled
         pre = replace(pre, meta={**pre.meta, "image": (image[0], image[1] * factor)})
-    return with_table(pre, out_values * factor, probs, linear=linear), plan, std
+    return with_table(pre, out_values * factor, probs, linear=linear, root=root), plan, std
 
 
-def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray, bool] | None:
+def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
     """The joint table of a Dense layer's input (values, probabilities, whether affine in a
-    Gaussian): its own, or, for one channel that is Gaussian or a function of one (no spread in
-    its mixture), the channel's own distribution."""
+    Gaussian, the variable it is over): its own, or, for one channel that is Gaussian or a
+    function of one (no spread in its mixture), the channel's own distribution."""
     table = table_of(x)
     if table is not None:
-        return table[0], table[1], table_is_linear(x)
+        return table[0], table[1], table_is_linear(x), table_root(x)
     if not x.is_map or not x.shape or x.shape[-1] != 1:
         return None
     if x.mixture is None:
         if x.source is not None and not mixable(x.source.fn):
             return None
-        return source_values(x, 1), source_nodes()[1], x.source is None
+        root = (x.source.mean, x.source.var) if x.source is not None else (x.mean, x.var)
+        return source_values(x, 1), source_nodes()[1], x.source is None, root
     mix = mixture_or_gaussian(x, 1)
     if np.any(mix.spread > 0) or np.any(mix.noise_var > 0):
         return None
-    return mix.atoms + mix.noise_mean[:, None], mix.probs[0], False
+    return mix.atoms + mix.noise_mean[:, None], mix.probs[0], False, (x.mean, x.var)
 
 
 def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
@@ -611,6 +618,11 @@ def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
     if tracked:
         mid, plan, _ = _correlate(x, mid, plan, None, ctx, dk, _depthwise_as_full,
                                   tuple(layer.strides), tuple(layer.dilation_rate))
+        if len(dk.shape) == 3 and dk.shape[0] == 1:  # one tap: the table goes on to the
+            tabled = _tabulate(x, mid, plan, None, ctx, dk, None,  # pointwise step
+                               lambda k: _depthwise_as_full(k)[0])
+            if tabled is not None:
+                mid, plan, _ = tabled
 
     def pointwise(m: np.ndarray, k: np.ndarray) -> np.ndarray:
         if layer.data_format == "channels_last":

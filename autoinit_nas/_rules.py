@@ -24,6 +24,7 @@ from autoinit_nas._functions import (
     apply_function,
     as_numpy_fn,
     linear_combination,
+    merged_table,
     mixture_or_gaussian,
     monte_carlo,
     piecewise_relu,
@@ -32,6 +33,7 @@ from autoinit_nas._functions import (
     table_is_linear,
     table_moments,
     table_of,
+    table_root,
     white_positions,
     with_table,
 )
@@ -208,8 +210,8 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         if channels_axis and any(m.mixture is not None or m.source is not None for m in maps):
             # the parts' shapes side by side, for a function after the concatenation
             mixture = Mixture.stacked([mixture_or_gaussian(m, m.shape[-1]) for m in maps])
-        return Estimate([Signal(mean, var, out_shape, mixture=mixture, corr=corr,
-                                xcorr=xcorr)])
+        out = Signal(mean, var, out_shape, mixture=mixture, corr=corr, xcorr=xcorr)
+        return Estimate([merged_table(out, list(inputs)) if channels_axis else out])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
     mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs, strict=True)))
@@ -807,7 +809,7 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         b = 0.0 if beta is None else np.reshape(beta, (-1, 1))
         scale = g / np.sqrt(np.reshape(var, (-1, 1)) + float(layer.epsilon))
         out = with_table(out, (table[0] - np.reshape(mu, (-1, 1))) * scale + b, table[1],
-                         linear=table_is_linear(x))
+                         linear=table_is_linear(x), root=table_root(x))
     return Estimate([replace(out, phase=x.phase) if out.is_map else out])
 
 
@@ -838,7 +840,7 @@ def _layer_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         mean, var = table_moments(normed, probs)
         out = replace(out, mean=np.broadcast_to(mean, x.shape).astype(float),
                       var=np.broadcast_to(var, x.shape).astype(float))
-        out = with_table(out, normed, probs)
+        out = with_table(out, normed, probs, root=table_root(x))
     return Estimate([out])
 
 
