@@ -353,7 +353,10 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
     if tabled is not None:
         pre, plan, std = tabled
     elif ctx.realized and pre.is_map and (x.mixture is not None or x.source is not None):
-        pre = _affine_image(x, pre, np.asarray(_final_kernel(layer.kernel, plan, ctx), float))
+        kernel = np.asarray(_final_kernel(layer.kernel, plan, ctx), float)
+        pre = _summed_mixture(x, pre, kernel[None], terms_only=True)  # still a sum of a few
+        if pre.mixture is None:  # terms, or an affine image of one variable
+            pre = _affine_image(x, pre, kernel)
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -457,34 +460,34 @@ def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
 MIX_TERMS = 8
 
 
-def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
+def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray, *,
+                    terms_only: bool = False) -> Signal:
     """``pre`` with the per-channel mixture of ``sum_(j, c) W[j, c, o] x_c[p + j]`` when the
     input is non-Gaussian (a mixture, or a function of a Gaussian), its terms independent
     (independent positions, and one input channel per output or independent channels) and at
     most ``MIX_TERMS`` of them; ``kernel`` is the final ``(taps, C, O)`` convolution kernel.
-    The mixture is matched to the output's channel moments (the maps' own)."""
+    The mixture is matched to the output's channel moments (the maps' own). The terms go on in
+    ``meta['terms']``, so that a Dense layer (or a one-tap convolution) after it, still a sum
+    of the same few terms however many channels it reads, keeps the shape too."""
     if (not pre.is_map or pre.mixture is not None or table_of(pre) is not None
             or kernel.ndim != 3 or not x.is_map or not x.shape):
         return pre
-    if x.mixture is None and (x.source is None or not mixable(x.source.fn)):
+    terms = x.meta.get("terms")
+    if terms is not None and terms[0] is x.mean and terms[1] is x.var:
+        if len(kernel) != 1 or kernel.shape[1] != terms[3].shape[-1]:
+            return pre
+        mix, kernel = terms[2], np.einsum("tzc,co->tzo", terms[3], kernel[0])
+    elif terms_only:
         return pre
+    else:
+        mix = _independent_terms(x, kernel)
+        if mix is None:
+            return pre
     taps, channels, outs = kernel.shape
     live = kernel != 0.0
-    if (channels != x.shape[-1] or pre.shape[-1] != outs or channels > MIX_TERMS
-            or live.reshape(-1, outs).sum(axis=0).max(initial=0) > MIX_TERMS
-            or (taps > 1 and not white_positions(x))):
+    if (pre.shape[-1] != outs or live.reshape(-1, outs).sum(axis=0).max(initial=0) > MIX_TERMS
+            or int(np.sum(np.any(live, axis=2))) > 4 * MIX_TERMS):
         return pre
-    one_each = bool(np.all(live.any(axis=0).sum(axis=0) <= 1))
-    if channels > 1 and not one_each and x.xcorr is not None:
-        rho = lag_zero(x.xcorr)
-        if np.max(np.abs(rho - np.diag(np.diag(rho)))) > 1e-6:
-            return pre
-    mix = mixture_or_gaussian(x, channels)
-    if mix.channels != channels:
-        return pre
-    # components as point masses first: sums are re-binned by location, which would merge a
-    # scale mixture (dropout's spike at 0 inside a wide Gaussian) into one Gaussian
-    mix = mix._discretize(lambda v: v, NOISE_NODES)
     mean_c, _ = mix.moments()
     out: Mixture | None = None
     for j in range(taps):
@@ -506,8 +509,33 @@ def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
                                                  - d_mean[:, None]),
                       out.probs, scale**2 * (out.spread + out.noise_var[:, None]),
                       np.zeros(outs), np.zeros(outs))
-    return replace(pre, mixture=matched)
+    mean, var = np.asarray(pre.mean), np.asarray(pre.var)
+    return replace(pre, mean=mean, var=var, mixture=matched,
+                   meta={**pre.meta, "terms": (mean, var, mix, kernel)})
 
+
+def _independent_terms(x: Signal, kernel: np.ndarray) -> Mixture | None:
+    """The per-channel mixture of a non-Gaussian input whose terms under ``kernel`` (taps, C, O)
+    are independent and few, as point masses; None otherwise."""
+    if x.mixture is None and (x.source is None or not mixable(x.source.fn)):
+        return None
+    taps, channels, outs = kernel.shape
+    live = kernel != 0.0
+    if (channels != x.shape[-1] or channels > MIX_TERMS
+            or live.reshape(-1, outs).sum(axis=0).max(initial=0) > MIX_TERMS
+            or (taps > 1 and not white_positions(x))):
+        return None
+    one_each = bool(np.all(live.any(axis=0).sum(axis=0) <= 1))
+    if channels > 1 and not one_each and x.xcorr is not None:
+        rho = lag_zero(x.xcorr)
+        if np.max(np.abs(rho - np.diag(np.diag(rho)))) > 1e-6:
+            return None
+    mix = mixture_or_gaussian(x, channels)
+    if mix.channels != channels:
+        return None
+    # components as point masses first: sums are re-binned by location, which would merge a
+    # scale mixture (dropout's spike at 0 inside a wide Gaussian) into one Gaussian
+    return mix._discretize(lambda v: v, NOISE_NODES)
 
 def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
     values = tuple(int(v) for v in (value if isinstance(value, (tuple, list)) else (value,)))
