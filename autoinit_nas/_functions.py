@@ -42,6 +42,7 @@ __all__ = [
     "NON_ELEMENTWISE",
     "mixable",
     "mixture_or_gaussian",
+    "own_table",
     "softmax_mixture_weight",
     "sum_mixture",
     "source_values",
@@ -237,6 +238,23 @@ def table_root(x: Signal) -> tuple[Any, Any] | None:
     return x.meta["table"][5] if table_of(x) is not None else None
 
 
+def own_table(x: Signal) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
+    """A one-channel signal that is Gaussian or a function of one (no spread in its mixture)
+    as a table of itself: (values, probs, whether affine in a Gaussian, the variable it is
+    over); None otherwise."""
+    if not x.is_map or not x.shape or x.shape[-1] != 1:
+        return None
+    if x.mixture is None:
+        if x.source is not None and not mixable(x.source.fn):
+            return None
+        root = (x.source.mean, x.source.var) if x.source is not None else (x.mean, x.var)
+        return source_values(x, 1), source_nodes()[1], x.source is None, root
+    mix = mixture_or_gaussian(x, 1)
+    if np.any(mix.spread > 0) or np.any(mix.noise_var > 0):
+        return None
+    return mix.atoms + mix.noise_mean[:, None], mix.probs[0], False, (x.mean, x.var)
+
+
 def same_root(tables: list[tuple[Any, Any] | None]) -> bool:
     """Whether the roots are all known and the same variable."""
     first = tables[0]
@@ -429,8 +447,9 @@ def linear_combination(
         if related is None and ungrouped and table is not None:
             # inputs over one variable (x and BatchNormalization(f(x))): their covariance at
             # each position is the table's, value by value
-            tables = [table_of(x) for x in xs]
-            own = sum(c * c * table_moments(*t)[1] for c, t in zip(cs, tables, strict=True))
+            tables = [_table_or_own(x) for x in xs]
+            own = sum(c * c * table_moments(t[0], t[1])[1]
+                      for c, t in zip(cs, tables, strict=True))
             var = var + (table_moments(table[0], table[1])[1] - own)
         if related is not None:  # covariance of the sum, cross terms included
             cov = related + sum(c * c * _covariance(x.xcorr, x.corr, v, spatial)
@@ -471,8 +490,8 @@ def _merged_values(xs: list[Signal], coeffs: list[float] | None
     their joint distribution, which no Gaussian rule gives); None otherwise."""
     if len(xs) < 2 or not all(x.is_map and x.shape for x in xs):
         return None
-    tables = [table_of(x) for x in xs]
-    if any(t is None for t in tables) or not same_root([table_root(x) for x in xs]):
+    tables = [_table_or_own(x) for x in xs]
+    if any(t is None for t in tables) or not same_root([t[3] for t in tables]):
         return None
     probs = tables[0][1]
     if any(t[1].shape != probs.shape or not np.array_equal(t[1], probs) for t in tables):
@@ -485,7 +504,15 @@ def _merged_values(xs: list[Signal], coeffs: list[float] | None
         return None
     if values.shape[0] != sum(x.shape[-1] for x in xs) and coeffs is None:
         return None
-    return values, probs, all(table_is_linear(x) for x in xs), table_root(xs[0])
+    return values, probs, all(t[2] for t in tables), tables[0][3]
+
+
+def _table_or_own(x: Signal) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
+    """The signal's table (values, probs, linear, root), or a one-channel signal's own."""
+    table = table_of(x)
+    if table is not None:
+        return table[0], table[1], table_is_linear(x), table_root(x)
+    return own_table(x)
 
 
 def _related(ok: bool, cross: Callable[[int, int, int], np.ndarray | None] | None,

@@ -24,6 +24,7 @@ from autoinit_nas._functions import (
     apply_function,
     mixable,
     mixture_or_gaussian,
+    own_table,
     softmax_mixture_weight,
     source_values,
     table_cov,
@@ -399,22 +400,11 @@ def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | 
 
 def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
     """The joint table of a Dense layer's input (values, probabilities, whether affine in a
-    Gaussian, the variable it is over): its own, or, for one channel that is Gaussian or a
-    function of one (no spread in its mixture), the channel's own distribution."""
+    Gaussian, the variable it is over): its own, or a one-channel signal's (``own_table``)."""
     table = table_of(x)
     if table is not None:
         return table[0], table[1], table_is_linear(x), table_root(x)
-    if not x.is_map or not x.shape or x.shape[-1] != 1:
-        return None
-    if x.mixture is None:
-        if x.source is not None and not mixable(x.source.fn):
-            return None
-        root = (x.source.mean, x.source.var) if x.source is not None else (x.mean, x.var)
-        return source_values(x, 1), source_nodes()[1], x.source is None, root
-    mix = mixture_or_gaussian(x, 1)
-    if np.any(mix.spread > 0) or np.any(mix.noise_var > 0):
-        return None
-    return mix.atoms + mix.noise_mean[:, None], mix.probs[0], False, (x.mean, x.var)
+    return own_table(x)
 
 
 def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:

@@ -146,3 +146,17 @@ def test_a_separable_convolution_over_wide_functions_of_one_channel_is_exact() -
     initialize(model, seed=3)
     ((predicted, measured),) = _per_channel(model, ["sep"], 3)
     assert np.max(np.abs(predicted / measured - 1.0)) < 0.05
+
+
+def test_a_concatenation_with_the_variable_itself_keeps_the_table() -> None:
+    # 100 functions of one value beside that value (a skip of the one-channel input, as the
+    # builder concatenates it): the 101 channels are past the budget, and only the joint table
+    # gives the Dense after them each unit's variance (genome 442's first layers)
+    inp = keras.Input((40, 1))
+    a = L.Activation("gelu")(inp)
+    b = L.Activation("tanh")(L.Dense(100)(a))
+    h = L.Concatenate()([b, a])
+    model = keras.Model(inp, L.Dense(8, name="mix")(h))
+    initialize(model, seed=4)
+    ((predicted, measured),) = _per_channel(model, ["mix"], 4)
+    assert np.max(np.abs(predicted / measured - 1.0)) < 0.05
