@@ -492,13 +492,7 @@ def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray, *,
             out = part if out is None else out.plus(part)
     if out is None:
         return pre
-    mean_o, var_o = channel_moments(pre.mean, pre.var, outs)
-    d_mean, d_var = out.moments()
-    scale = np.sqrt(np.where(d_var > 0, var_o / np.where(d_var > 0, d_var, 1.0), 0.0))[:, None]
-    matched = Mixture(mean_o[:, None] + scale * (out.atoms + out.noise_mean[:, None]
-                                                 - d_mean[:, None]),
-                      out.probs, scale**2 * (out.spread + out.noise_var[:, None]),
-                      np.zeros(outs), np.zeros(outs))
+    matched = out.matched(*channel_moments(pre.mean, pre.var, outs))
     mean, var = np.asarray(pre.mean), np.asarray(pre.var)
     return replace(pre, mean=mean, var=var, mixture=matched,
                    meta={**pre.meta, "terms": (mean, var, mix, kernel)})

@@ -194,6 +194,20 @@ class Mixture:
         return Mixture(atoms, mass, inner, self.noise_mean + scale * other.noise_mean,
                        self.noise_var + scale**2 * other.noise_var)
 
+    def matched(self, mean: np.ndarray, var: np.ndarray,
+                sign: np.ndarray | float = 1.0) -> Mixture:
+        """The same shapes moved and scaled (mirrored where ``sign`` < 0) to each channel's
+        ``mean`` and ``var``: an affine map per channel, or a discretization matched to exact
+        moments."""
+        d_mean, d_var = self.moments()
+        s = np.sqrt(np.where(d_var > 0, var / np.where(d_var > 0, d_var, 1.0), 0.0))
+        s = (s * np.where(np.broadcast_to(sign, s.shape) < 0, -1.0, 1.0))[:, None]
+        atoms = np.asarray(mean, float)[:, None] + s * (self.atoms + self.noise_mean[:, None]
+                                                         - d_mean[:, None])
+        c = self.channels
+        return Mixture(atoms, self.probs, s**2 * (self.spread + self.noise_var[:, None]),
+                       np.zeros(c), np.zeros(c))
+
     def max_moments(self, count: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Per channel, the mean and variance of the maximum of ``count`` independent draws:
         every component discretized by ``MAX_NODES`` Gauss-Hermite nodes (atoms alone stay one

@@ -25,6 +25,7 @@ from autoinit_nas._functions import (
     as_numpy_fn,
     linear_combination,
     merged_table,
+    mixable,
     mixture_or_gaussian,
     monte_carlo,
     piecewise_relu,
@@ -38,7 +39,7 @@ from autoinit_nas._functions import (
     with_table,
 )
 from autoinit_nas._linear import left_padding, windows
-from autoinit_nas._mixture import Mixture, source_nodes
+from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
 from autoinit_nas._moments import (
     PiecewiseLinear,
     clark_max,
@@ -801,6 +802,14 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     gamma = _param_shape(ctx.value(layer.gamma) if layer.gamma is not None else None, x.shape, ch)
     beta = _param_shape(ctx.value(layer.beta) if layer.beta is not None else None, x.shape, ch)
     out = _normalize(x, reduce_axes, gamma, beta, float(layer.epsilon))
+    if out.is_map and ch == (nd - 1,) and (x.mixture is not None or (
+            x.source is not None and mixable(x.source.fn))):
+        # an affine map per channel keeps each channel's shape (relu's point mass at 0 is
+        # still one after it: a relu after relu -> BatchNormalization was 1.7x off as Gaussian)
+        channels = x.shape[-1]
+        sign = 1.0 if gamma is None else np.sign(np.reshape(gamma, -1))
+        out = replace(out, mixture=mixture_or_gaussian(x, channels).matched(
+            *channel_moments(out.mean, out.var, channels), sign))
     table = table_of(x)
     if table is not None and out.is_map and ch == (nd - 1,):
         # an affine map per channel (the batch's statistics) keeps the joint table

@@ -200,3 +200,16 @@ def test_dense_layers_after_a_convolution_of_few_taps_keep_its_shape():
     p_mean, p_var, m_mean, m_var = _predicted_and_measured(model, "act")
     assert abs(p_var / m_var - 1.0) < 0.05, (p_var, m_var)
     assert abs(p_mean - m_mean) < 0.03 * max(1.0, abs(m_mean)), (p_mean, m_mean)
+
+
+@pytest.mark.parametrize("first", ["relu", "tanh", "hard_silu"])
+def test_a_function_after_batch_normalization_of_a_function_sees_its_shape(first):
+    # BatchNormalization is an affine map per channel: relu(z) standardized is still half a
+    # point mass, and a relu after it was predicted 0.34 for a measured 0.58 as if Gaussian
+    inp = keras.Input((40, 1))
+    h = keras.layers.Activation(first)(keras.layers.Conv1D(16, 3, padding="same")(inp))
+    h = keras.layers.BatchNormalization()(h)
+    model = keras.Model(inp, keras.layers.Activation("relu", name="act")(h))
+    p_mean, p_var, m_mean, m_var = _predicted_and_measured(model, "act")
+    assert abs(p_var / m_var - 1.0) < 0.03, (p_var, m_var)
+    assert abs(p_mean - m_mean) < 0.02 * max(1.0, abs(m_mean)), (p_mean, m_mean)
