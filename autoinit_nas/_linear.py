@@ -475,20 +475,26 @@ def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray, *,
             return pre
     taps, channels, outs = kernel.shape
     live = kernel != 0.0
+    reads = live.any(axis=0)  # (C, O): the channels each output reads
+    one_each = bool(np.all(reads.sum(axis=0) <= 1))
     if (pre.shape[-1] != outs or live.reshape(-1, outs).sum(axis=0).max(initial=0) > MIX_TERMS
-            or int(np.sum(np.any(live, axis=2))) > 4 * MIX_TERMS):
+            or (not one_each and int(np.sum(np.any(live, axis=2))) > 4 * MIX_TERMS)):
         return pre
     mean_c, _ = mix.moments()
+    centered = mix.atoms + (mix.noise_mean - mean_c)[:, None]
+    spread = mix.spread + mix.noise_var[:, None]
+    # one part per (tap, input channel); with one input channel per output (a depthwise
+    # convolution, a pooling) one part per tap, each output's row from its own channel
+    rows = [np.argmax(reads, axis=0)] if one_each else [np.full(outs, c) for c in range(channels)]
     out: Mixture | None = None
     for j in range(taps):
-        for c in range(channels):
-            w = kernel[j, c]
+        for c_of in rows:
+            w = kernel[j, c_of, np.arange(outs)]
             if not np.any(w):
                 continue
-            atoms = (mix.atoms[c] + mix.noise_mean[c] - mean_c[c])[None, :] * w[:, None]
-            spread = (mix.spread[c] + mix.noise_var[c])[None, :] * np.square(w)[:, None]
-            part = Mixture(atoms, np.broadcast_to(mix.probs[c], atoms.shape).copy(), spread,
-                           np.zeros(outs), np.zeros(outs))
+            part = Mixture(centered[c_of] * w[:, None], mix.probs[c_of].copy(),
+                           spread[c_of] * np.square(w)[:, None], np.zeros(outs),
+                           np.zeros(outs))
             out = part if out is None else out.plus(part)
     if out is None:
         return pre
@@ -505,11 +511,11 @@ def _independent_terms(x: Signal, kernel: np.ndarray) -> Mixture | None:
         return None
     taps, channels, outs = kernel.shape
     live = kernel != 0.0
-    if (channels != x.shape[-1] or channels > MIX_TERMS
+    one_each = bool(np.all(live.any(axis=0).sum(axis=0) <= 1))
+    if (channels != x.shape[-1] or (channels > MIX_TERMS and not one_each)
             or live.reshape(-1, outs).sum(axis=0).max(initial=0) > MIX_TERMS
             or (taps > 1 and not white_positions(x))):
         return None
-    one_each = bool(np.all(live.any(axis=0).sum(axis=0) <= 1))
     if channels > 1 and not one_each and x.xcorr is not None:
         rho = lag_zero(x.xcorr)
         if np.max(np.abs(rho - np.diag(np.diag(rho)))) > 1e-6:

@@ -212,6 +212,36 @@ class Mixture:
         """Per channel, the mean and variance of the maximum of ``count`` independent draws:
         every component discretized by ``MAX_NODES`` Gauss-Hermite nodes (atoms alone stay one
         value each), and over the sorted values ``P(max = v_i) = F_i^n - F_(i-1)^n`` exactly."""
+        values, mass = self._max_distribution(count)
+        first = np.sum(mass * values, axis=1)
+        second = np.sum(mass * values**2, axis=1)
+        return first, np.maximum(second - first**2, 0.0)
+
+    def sum_of(self, counts: np.ndarray) -> Mixture:
+        """Per channel, the distribution of the sum of ``counts[c]`` independent draws (whole
+        numbers from 1): components discretized first, so that a scale mixture (dropout's
+        spike at 0 inside a wide Gaussian) is not merged into one Gaussian by the re-binning."""
+        counts = np.broadcast_to(np.asarray(counts, int), (self.channels,))
+        base = self._discretize(lambda v: v, NOISE_NODES)
+        out, acc = base, base
+        for n in range(2, int(counts.max(initial=1)) + 1):
+            acc = acc.plus(base)
+            pick = counts == n
+            if np.any(pick):
+                out = Mixture(*(np.where(pick.reshape((-1,) + (1,) * (a.ndim - 1)), b, a)
+                                for a, b in zip((out.atoms, out.probs, out.spread,
+                                                 out.noise_mean, out.noise_var),
+                                                (acc.atoms, acc.probs, acc.spread,
+                                                 acc.noise_mean, acc.noise_var), strict=True)))
+        return out
+
+    def max_mixture(self, count: np.ndarray | float) -> Mixture:
+        """Per channel, the distribution of the maximum of ``count`` independent draws,
+        re-binned (its shape, for a function after a max pooling)."""
+        return Mixture.rebinned(*self._max_distribution(count))
+
+    def _max_distribution(self, count: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted values (C, n) and their probabilities as the maximum of ``count`` draws."""
         sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
         z, u = _hermite(MAX_NODES) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
         values = (self.atoms + self.noise_mean[:, None])[:, :, None] + sd[:, :, None] * z
@@ -222,10 +252,7 @@ class Mixture:
         cdf = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
         cdf = np.clip(cdf / np.maximum(cdf[:, -1:], 1e-300), 0.0, 1.0)
         n = np.broadcast_to(np.asarray(count, float), (self.channels,))[:, None]
-        mass = np.diff(cdf**n, axis=1, prepend=0.0)
-        first = np.sum(mass * values, axis=1)
-        second = np.sum(mass * values**2, axis=1)
-        return first, np.maximum(second - first**2, 0.0)
+        return values, np.diff(cdf**n, axis=1, prepend=0.0)
 
     def _discretize(self, fn: Callable[[np.ndarray], np.ndarray], nodes: int) -> Mixture:
         """The distribution of ``fn(A + N)`` as atoms (N discretized by Gauss-Hermite; atoms

@@ -38,7 +38,7 @@ from autoinit_nas._functions import (
     white_positions,
     with_table,
 )
-from autoinit_nas._linear import left_padding, windows
+from autoinit_nas._linear import MIX_TERMS, left_padding, windows
 from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
 from autoinit_nas._moments import (
     PiecewiseLinear,
@@ -421,12 +421,24 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     avg, count = _pool_geometry(layer, x)
     var = avg(x.var) / count
     corr = None
+    factor = None
     if len(x.shape) == 2:  # a window mean of a sequence correlates the windows that overlap
         size, stride = _pool_1d(layer)
         x_corr = _positions_corr(x)
-        var = var * window_factor(x_corr, size)[None, :]
+        factor = window_factor(x_corr, size)
+        var = var * factor[None, :]
         corr = pool_corr(x_corr, size, stride, out_shape[0])
     out = Signal(avg(x.mean), var, out_shape, corr=corr, xcorr=_window_xcorr(layer, x, out_shape))
+    if factor is not None and (x.mixture is not None or (
+            x.source is not None and mixable(x.source.fn))):
+        # the shape of a window mean: that of the mean of as many independent draws as the
+        # window's correlation leaves (all of them for independent positions, one for copies);
+        # relu -> average pooling -> tanh was 1.33x off as Gaussian
+        channels = x.shape[-1]
+        draws = np.clip(np.rint(size / np.maximum(np.broadcast_to(factor, (channels,)), 1.0)),
+                        1, MIX_TERMS).astype(int)
+        out = replace(out, mixture=mixture_or_gaussian(x, channels).sum_of(draws).matched(
+            *channel_moments(out.mean, out.var, channels)))
     if x.phase is not None:
         size = _pool_1d(layer)[0]
         out = _pooled_phase(layer, x, out, np.full(size, 1.0 / size))
@@ -588,6 +600,14 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     out = _max_from(x, avg(pm), avg(pv), count, out_shape) if maxima is None else \
         x.like(*maxima, out_shape)
     out = replace(out, corr=corr, xcorr=_window_xcorr(layer, x, out_shape, out))
+    if out.is_map and x.shape and (x.mixture is not None or (
+            x.source is not None and mixable(x.source.fn))):
+        # the shape of the windows' maximum (of the effective count of draws), for a function
+        # after it: relu -> max pooling -> tanh was 1.35x off as Gaussian
+        channels = x.shape[-1]
+        n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape)
+        out = replace(out, mixture=mixture_or_gaussian(x, channels).max_mixture(n).matched(
+            *channel_moments(out.mean, out.var, channels)))
     return Estimate([_pooled_phase(layer, x, out, None) if x.phase is not None else out])
 
 

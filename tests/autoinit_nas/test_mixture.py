@@ -213,3 +213,21 @@ def test_a_function_after_batch_normalization_of_a_function_sees_its_shape(first
     p_mean, p_var, m_mean, m_var = _predicted_and_measured(model, "act")
     assert abs(p_var / m_var - 1.0) < 0.03, (p_var, m_var)
     assert abs(p_mean - m_mean) < 0.02 * max(1.0, abs(m_mean)), (p_mean, m_mean)
+
+
+@pytest.mark.parametrize("first, pool, tolerance", [
+    ("relu", lambda: keras.layers.MaxPooling1D(2), 0.05),  # 1.35x as Gaussian
+    ("exponential", lambda: keras.layers.MaxPooling1D(3, 1, padding="same"), 0.1),  # 17.8x
+    ("relu", lambda: keras.layers.AveragePooling1D(2), 0.05),  # 1.33x
+    ("exponential", lambda: keras.layers.AveragePooling1D(3, 1, padding="same"), 0.15),  # 8.6x
+])
+def test_a_function_after_pooling_sees_the_pooled_shape(first, pool, tolerance):
+    # a window's maximum (or mean) of relu(z) or exp(z) is not Gaussian: the function after it
+    # integrates over the maximum of the mixture's draws (or the mean of as many independent
+    # draws as the window's correlation leaves)
+    inp = keras.Input((40, 1))
+    h = keras.layers.Activation(first)(keras.layers.Conv1D(16, 3, padding="same")(inp))
+    model = keras.Model(inp, keras.layers.Activation("tanh", name="act")(pool()(h)))
+    p_mean, p_var, m_mean, m_var = _predicted_and_measured(model, "act")
+    assert abs(p_var / m_var - 1.0) < tolerance, (p_var, m_var)
+    assert abs(p_mean - m_mean) < 0.03 * max(1.0, abs(m_mean)), (p_mean, m_mean)
