@@ -217,24 +217,6 @@ class Mixture:
         second = np.sum(mass * values**2, axis=1)
         return first, np.maximum(second - first**2, 0.0)
 
-    def sum_of(self, counts: np.ndarray) -> Mixture:
-        """Per channel, the distribution of the sum of ``counts[c]`` independent draws (whole
-        numbers from 1): components discretized first, so that a scale mixture (dropout's
-        spike at 0 inside a wide Gaussian) is not merged into one Gaussian by the re-binning."""
-        counts = np.broadcast_to(np.asarray(counts, int), (self.channels,))
-        base = self._discretize(lambda v: v, NOISE_NODES)
-        out, acc = base, base
-        for n in range(2, int(counts.max(initial=1)) + 1):
-            acc = acc.plus(base)
-            pick = counts == n
-            if np.any(pick):
-                out = Mixture(*(np.where(pick.reshape((-1,) + (1,) * (a.ndim - 1)), b, a)
-                                for a, b in zip((out.atoms, out.probs, out.spread,
-                                                 out.noise_mean, out.noise_var),
-                                                (acc.atoms, acc.probs, acc.spread,
-                                                 acc.noise_mean, acc.noise_var), strict=True)))
-        return out
-
     def max_mixture(self, count: np.ndarray | float) -> Mixture:
         """Per channel, the distribution of the maximum of ``count`` independent draws,
         re-binned (its shape, for a function after a max pooling)."""

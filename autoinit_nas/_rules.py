@@ -38,7 +38,7 @@ from autoinit_nas._functions import (
     white_positions,
     with_table,
 )
-from autoinit_nas._linear import MIX_TERMS, left_padding, windows
+from autoinit_nas._linear import left_padding, windows
 from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
 from autoinit_nas._moments import (
     PiecewiseLinear,
@@ -421,24 +421,12 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     avg, count = _pool_geometry(layer, x)
     var = avg(x.var) / count
     corr = None
-    factor = None
     if len(x.shape) == 2:  # a window mean of a sequence correlates the windows that overlap
         size, stride = _pool_1d(layer)
         x_corr = _positions_corr(x)
-        factor = window_factor(x_corr, size)
-        var = var * factor[None, :]
+        var = var * window_factor(x_corr, size)[None, :]
         corr = pool_corr(x_corr, size, stride, out_shape[0])
     out = Signal(avg(x.mean), var, out_shape, corr=corr, xcorr=_window_xcorr(layer, x, out_shape))
-    if factor is not None and (x.mixture is not None or (
-            x.source is not None and mixable(x.source.fn))):
-        # the shape of a window mean: that of the mean of as many independent draws as the
-        # window's correlation leaves (all of them for independent positions, one for copies);
-        # relu -> average pooling -> tanh was 1.33x off as Gaussian
-        channels = x.shape[-1]
-        draws = np.clip(np.rint(size / np.maximum(np.broadcast_to(factor, (channels,)), 1.0)),
-                        1, MIX_TERMS).astype(int)
-        out = replace(out, mixture=mixture_or_gaussian(x, channels).sum_of(draws).matched(
-            *channel_moments(out.mean, out.var, channels)))
     if x.phase is not None:
         size = _pool_1d(layer)[0]
         out = _pooled_phase(layer, x, out, np.full(size, 1.0 / size))
