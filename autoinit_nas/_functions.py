@@ -42,6 +42,7 @@ __all__ = [
     "NON_ELEMENTWISE",
     "mixable",
     "mixture_or_gaussian",
+    "non_gaussian",
     "own_table",
     "softmax_mixture_weight",
     "sum_mixture",
@@ -344,6 +345,12 @@ def _mixture_of(x: Signal, channels: int) -> Mixture | None:
         return None
     return Mixture(*(np.repeat(a, channels, axis=0) for a in
                      (mix.atoms, mix.probs, mix.spread, mix.noise_mean, mix.noise_var)))
+
+
+def non_gaussian(x: Signal) -> bool:
+    """Whether the signal carries a shape of its own: a mixture, or a source function that
+    one can be made from."""
+    return x.mixture is not None or (x.source is not None and mixable(x.source.fn))
 
 
 def mixture_or_gaussian(x: Signal, channels: int) -> Mixture:

@@ -24,6 +24,7 @@ from autoinit_nas._functions import (
     apply_function,
     mixable,
     mixture_or_gaussian,
+    non_gaussian,
     own_table,
     softmax_mixture_weight,
     source_values,
@@ -507,7 +508,7 @@ def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray, *,
 def _independent_terms(x: Signal, kernel: np.ndarray) -> Mixture | None:
     """The per-channel mixture of a non-Gaussian input whose terms under ``kernel`` (taps, C, O)
     are independent and few, as point masses; None otherwise."""
-    if x.mixture is None and (x.source is None or not mixable(x.source.fn)):
+    if not non_gaussian(x):
         return None
     taps, channels, outs = kernel.shape
     live = kernel != 0.0
@@ -526,6 +527,7 @@ def _independent_terms(x: Signal, kernel: np.ndarray) -> Mixture | None:
     # components as point masses first: sums are re-binned by location, which would merge a
     # scale mixture (dropout's spike at 0 inside a wide Gaussian) into one Gaussian
     return mix._discretize(lambda v: v, NOISE_NODES)
+
 
 def _per_axis(value: Any, nd: int) -> tuple[int, ...]:
     values = tuple(int(v) for v in (value if isinstance(value, (tuple, list)) else (value,)))

@@ -25,9 +25,9 @@ from autoinit_nas._functions import (
     as_numpy_fn,
     linear_combination,
     merged_table,
-    mixable,
     mixture_or_gaussian,
     monte_carlo,
+    non_gaussian,
     piecewise_relu,
     source_values,
     table_cov,
@@ -588,8 +588,7 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     out = _max_from(x, avg(pm), avg(pv), count, out_shape) if maxima is None else \
         x.like(*maxima, out_shape)
     out = replace(out, corr=corr, xcorr=_window_xcorr(layer, x, out_shape, out))
-    if out.is_map and x.shape and (x.mixture is not None or (
-            x.source is not None and mixable(x.source.fn))):
+    if out.is_map and x.shape and non_gaussian(x):
         # the shape of the windows' maximum (of the effective count of draws), for a function
         # after it: relu -> max pooling -> tanh was 1.35x off as Gaussian
         channels = x.shape[-1]
@@ -810,8 +809,7 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     gamma = _param_shape(ctx.value(layer.gamma) if layer.gamma is not None else None, x.shape, ch)
     beta = _param_shape(ctx.value(layer.beta) if layer.beta is not None else None, x.shape, ch)
     out = _normalize(x, reduce_axes, gamma, beta, float(layer.epsilon))
-    if out.is_map and ch == (nd - 1,) and (x.mixture is not None or (
-            x.source is not None and mixable(x.source.fn))):
+    if out.is_map and ch == (nd - 1,) and non_gaussian(x):
         # an affine map per channel keeps each channel's shape (relu's point mass at 0 is
         # still one after it: a relu after relu -> BatchNormalization was 1.7x off as Gaussian)
         channels = x.shape[-1]
