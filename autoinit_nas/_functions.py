@@ -51,6 +51,7 @@ __all__ = [
     "table_is_linear",
     "table_moments",
     "table_of",
+    "table_or_own",
     "table_root",
     "same_root",
     "white_positions",
@@ -248,8 +249,7 @@ def own_table(x: Signal) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
     if x.mixture is None:
         if x.source is not None and not mixable(x.source.fn):
             return None
-        root = (x.source.mean, x.source.var) if x.source is not None else (x.mean, x.var)
-        return source_values(x, 1), source_nodes()[1], x.source is None, root
+        return source_values(x, 1), source_nodes()[1], x.source is None, _root(x)[:2]
     mix = mixture_or_gaussian(x, 1)
     if np.any(mix.spread > 0) or np.any(mix.noise_var > 0):
         return None
@@ -445,7 +445,8 @@ def linear_combination(
         return Signal(np.asarray(float(np.mean(mean))), np.asarray(float(np.mean(var))),
                       tuple(out_shape), mixture=mixture)
     corr = xcorr = None
-    table = _merged_values(list(xs), [float(c) for c in coeffs])
+    tables = [table_or_own(x) for x in xs] if len(xs) > 1 else []
+    table = _merged_values(list(xs), tables, [float(c) for c in coeffs])
     if all(np.shape(x.var) == tuple(out_shape) for x in parts):
         var_cs = [channel_mean(x.var, tuple(out_shape)) for x in parts]
         spatial = tuple(out_shape[:-1]) or (1,)
@@ -454,7 +455,6 @@ def linear_combination(
         if related is None and ungrouped and table is not None:
             # inputs over one variable (x and BatchNormalization(f(x))): their covariance at
             # each position is the table's, value by value
-            tables = [_table_or_own(x) for x in xs]
             own = sum(c * c * table_moments(t[0], t[1])[1]
                       for c, t in zip(cs, tables, strict=True))
             var = var + (table_moments(table[0], table[1])[1] - own)
@@ -483,21 +483,21 @@ def linear_combination(
 def merged_table(out: Signal, xs: list[Signal]) -> Signal:
     """``out``, the concatenation of ``xs`` along channels, with the joint table of its channels
     when every input has a table over the same variable."""
-    table = _merged_values(xs, None)
+    table = _merged_values(xs, [table_or_own(x) for x in xs], None)
     if table is None or not out.is_map:
         return out
     return with_table(out, table[0], table[1], linear=table[2], root=table[3])
 
 
-def _merged_values(xs: list[Signal], coeffs: list[float] | None
+def _merged_values(xs: list[Signal], tables: list, coeffs: list[float] | None
                    ) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
     """The table (values, probs, linear, root) of the weighted sum (``coeffs``) or of the
-    concatenation along channels (None) of ``xs``, when every input has a table over the same
-    variable: the sum or concatenation value by value (``x`` and ``f(x)`` branches then keep
-    their joint distribution, which no Gaussian rule gives); None otherwise."""
+    concatenation along channels (None) of ``xs`` (``tables``: each one's ``table_or_own``),
+    when every input has a table over the same variable: the sum or concatenation value by
+    value (``x`` and ``f(x)`` branches then keep their joint distribution, which no Gaussian
+    rule gives); None otherwise."""
     if len(xs) < 2 or not all(x.is_map and x.shape for x in xs):
         return None
-    tables = [_table_or_own(x) for x in xs]
     if any(t is None for t in tables) or not same_root([t[3] for t in tables]):
         return None
     probs = tables[0][1]
@@ -509,13 +509,12 @@ def _merged_values(xs: list[Signal], coeffs: list[float] | None
         values = sum(c * t[0] for c, t in zip(coeffs, tables, strict=True))
     else:
         return None
-    if values.shape[0] != sum(x.shape[-1] for x in xs) and coeffs is None:
-        return None
     return values, probs, all(t[2] for t in tables), tables[0][3]
 
 
-def _table_or_own(x: Signal) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
-    """The signal's table (values, probs, linear, root), or a one-channel signal's own."""
+def table_or_own(x: Signal) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
+    """The signal's table (values, probs, whether affine in a Gaussian, the variable it is
+    over), or a one-channel signal's own (``own_table``); None otherwise."""
     table = table_of(x)
     if table is not None:
         return table[0], table[1], table_is_linear(x), table_root(x)

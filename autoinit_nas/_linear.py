@@ -25,14 +25,12 @@ from autoinit_nas._functions import (
     mixable,
     mixture_or_gaussian,
     non_gaussian,
-    own_table,
     softmax_mixture_weight,
     source_values,
     table_cov,
-    table_is_linear,
     table_moments,
     table_of,
-    table_root,
+    table_or_own,
     white_positions,
     with_table,
 )
@@ -370,7 +368,7 @@ def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | 
     kernel into ``(C, O)``) on a map whose channels are functions of one variable: every unit
     is one too, with its exact variance (the channels' covariance, tracked or not) and the
     output's joint table. None when the input has no table."""
-    table = _input_table(x) if ctx.realized and pre.is_map and x.is_map else None
+    table = table_or_own(x) if ctx.realized and pre.is_map and x.is_map else None
     if table is None:
         return None
     values, probs, linear, root = table
@@ -399,21 +397,12 @@ def _tabulate(x: Signal, pre: Signal, plan: dict[str, np.ndarray], std: float | 
     return with_table(pre, out_values * factor, probs, linear=linear, root=root), plan, std
 
 
-def _input_table(x: Signal) -> tuple[np.ndarray, np.ndarray, bool, tuple] | None:
-    """The joint table of a Dense layer's input (values, probabilities, whether affine in a
-    Gaussian, the variable it is over): its own, or a one-channel signal's (``own_table``)."""
-    table = table_of(x)
-    if table is not None:
-        return table[0], table[1], table_is_linear(x), table_root(x)
-    return own_table(x)
-
-
 def _affine_image(x: Signal, pre: Signal, kernel: np.ndarray) -> Signal:
     """A Dense layer whose inputs are all affine images of one variable (one input channel, or
     channels correlated +-1) makes every output one too, so the variable's shape (a function's,
     dropout's) goes on instead of a Gaussian: output ``u`` is ``shift_u + scale_u Z`` with ``Z``
     the standardized first channel and ``scale_u = sum_c W[c, u] sign(rho_0c) sd_c``. (One
-    channel without spread in its shape goes as a table instead: ``_input_table``.)"""
+    channel without spread in its shape goes as a table instead: ``table_or_own``.)"""
     channels, units = kernel.shape
     if channels > 1:
         if x.xcorr is None:
@@ -463,17 +452,13 @@ def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray, *,
     if (not pre.is_map or pre.mixture is not None or table_of(pre) is not None
             or kernel.ndim != 3 or not x.is_map or not x.shape):
         return pre
-    terms = x.meta.get("terms")
+    terms, mix = x.meta.get("terms"), None
     if terms is not None and terms[0] is x.mean and terms[1] is x.var:
         if len(kernel) != 1 or kernel.shape[1] != terms[3].shape[-1]:
             return pre
         mix, kernel = terms[2], np.einsum("tzc,co->tzo", terms[3], kernel[0])
     elif terms_only:
         return pre
-    else:
-        mix = _independent_terms(x, kernel)
-        if mix is None:
-            return pre
     taps, channels, outs = kernel.shape
     live = kernel != 0.0
     reads = live.any(axis=0)  # (C, O): the channels each output reads
@@ -481,6 +466,10 @@ def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray, *,
     if (pre.shape[-1] != outs or live.reshape(-1, outs).sum(axis=0).max(initial=0) > MIX_TERMS
             or (not one_each and int(np.sum(np.any(live, axis=2))) > 4 * MIX_TERMS)):
         return pre
+    if mix is None:
+        mix = _independent_terms(x, kernel, one_each)
+        if mix is None:
+            return pre
     mean_c, _ = mix.moments()
     centered = mix.atoms + (mix.noise_mean - mean_c)[:, None]
     spread = mix.spread + mix.noise_var[:, None]
@@ -505,16 +494,14 @@ def _summed_mixture(x: Signal, pre: Signal, kernel: np.ndarray, *,
                    meta={**pre.meta, "terms": (mean, var, mix, kernel)})
 
 
-def _independent_terms(x: Signal, kernel: np.ndarray) -> Mixture | None:
-    """The per-channel mixture of a non-Gaussian input whose terms under ``kernel`` (taps, C, O)
-    are independent and few, as point masses; None otherwise."""
+def _independent_terms(x: Signal, kernel: np.ndarray, one_each: bool) -> Mixture | None:
+    """The per-channel mixture of a non-Gaussian input whose terms under ``kernel`` (taps, C, O;
+    ``one_each``: every output reads one channel) are independent, as point masses; None
+    otherwise."""
     if not non_gaussian(x):
         return None
-    taps, channels, outs = kernel.shape
-    live = kernel != 0.0
-    one_each = bool(np.all(live.any(axis=0).sum(axis=0) <= 1))
+    taps, channels, _ = kernel.shape
     if (channels != x.shape[-1] or (channels > MIX_TERMS and not one_each)
-            or live.reshape(-1, outs).sum(axis=0).max(initial=0) > MIX_TERMS
             or (taps > 1 and not white_positions(x))):
         return None
     if channels > 1 and not one_each and x.xcorr is not None:

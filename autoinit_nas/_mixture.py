@@ -267,11 +267,6 @@ class Mixture:
         first, second = gaussian_moments(fn, mu, var, nodes=INNER_NODES)
         mean = np.sum(self.probs * first, axis=1)
         out_var = np.maximum(np.sum(self.probs * second, axis=1) - mean**2, 0.0)
-        mix = self._discretize(fn, nodes)
-        # Match the discretized mixture to the exact moments (shift atoms, scale the spread).
-        d_mean, d_var = mix.moments()
-        s = np.sqrt(np.where(d_var > 0, out_var / np.where(d_var > 0, d_var, 1.0), 0.0))[:, None]
-        atoms = mean[:, None] + s * (mix.atoms - d_mean[:, None])
-        return mean, out_var, Mixture(atoms, mix.probs, s**2 * mix.spread, mix.noise_mean,
-                                      mix.noise_var)
+        # the discretized mixture matched to the exact moments (shift atoms, scale the spread)
+        return mean, out_var, self._discretize(fn, nodes).matched(mean, out_var)
 
