@@ -93,6 +93,8 @@ class Context:
         self.link_key = 0
         self.link_memo: dict[Any, Any] = {}
         self.pooled: dict[int, Any] = {}  # id(flat signal) -> the sequence it pools
+        # id(output) -> its pre-activation signal, for layers with a built-in activation
+        self.pre_activation: dict[int, Any] = {}
 
     @property
     def realized(self) -> bool:

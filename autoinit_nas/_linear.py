@@ -22,6 +22,7 @@ from autoinit_nas._context import Context, Estimate
 from autoinit_nas._correlation import conv_corr, flat_cross_variance
 from autoinit_nas._functions import (
     apply_function,
+    is_identity,
     mixable,
     mixture_or_gaussian,
     non_gaussian,
@@ -311,7 +312,11 @@ def _sample_shape(layer: Any, node_output: Any) -> tuple[int, ...]:
 
 def _finish(layer: Any, pre: Signal, plan: dict, std: float | None, ctx: Context) -> Estimate:
     act = getattr(layer, "activation", None)
-    out = apply_function(act, pre, seed=ctx.seed) if act is not None else pre
+    if is_identity(act):
+        return Estimate([pre], plan, std)
+    out = apply_function(act, pre, seed=ctx.seed)
+    if ctx.forks:  # the links of a fused activation's output go through its input (_links)
+        ctx.pre_activation[id(out)] = pre
     return Estimate([out], plan, std)
 
 

@@ -361,6 +361,12 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
         moved = _clip(_taps(link, kind, taps, k, stride, dilation, pad), ctx.roots[key])
         if moved is not None:
             result[key] = moved
+    from autoinit_nas._functions import is_identity
+
+    if not is_identity(getattr(op, "activation", None)):  # Dense(..., activation=f)
+        pre = ctx.pre_activation.get(id(out))
+        gain = None if pre is None or not result else _stein(op.activation, pre)
+        return None if gain is None else _scaled(result, gain)
     return result
 
 

@@ -101,6 +101,36 @@ def test_inputs_of_separate_model_inputs_share_no_fork() -> None:
     assert _links.cross_cov(ctx, sig["a"], sig["b"], 3) is None
 
 
+# A layer's own activation (Dense(..., activation=f), the usual Keras style) must scale the links
+# as an Activation layer does. Taken as linear, the merges below measured 0.956-0.974 of the
+# prediction.
+FUSED = {
+    "tanh": lambda x, act: L.Conv1D(8, 1, padding="same", activation=act)(x),
+    "relu": lambda x, act: L.Conv1D(8, 3, padding="same", activation=act)(x),
+    "gelu": lambda x, act: L.Dense(8, activation=act)(x),
+}
+
+
+@pytest.mark.parametrize("act", list(FUSED))
+def test_a_layer_with_its_own_activation_links_as_a_separate_activation(act: str) -> None:
+    def branch(x: keras.KerasTensor, fused: bool) -> keras.KerasTensor:
+        if fused:
+            return FUSED[act](x, act)
+        return L.Activation(act)(FUSED[act](x, None))
+
+    predicted, measured = [], []
+    for fused in (False, True):
+        keras.utils.set_random_seed(0)
+        x = keras.Input((40, 8))
+        model = keras.Model(x, WeightedAdd()([x, branch(x, fused)]))
+        report = initialize(model, seed=0).measure(model, samples=4096, seed=1)
+        predicted.append(report.layers[-1].var)
+        measured.append(report.layers[-1].measured_var)
+    assert predicted[1] == pytest.approx(predicted[0], rel=1e-9)
+    assert measured[1] == pytest.approx(measured[0], rel=1e-6)  # the same weights
+    assert measured[1] == pytest.approx(predicted[1], rel=0.02)
+
+
 def test_inputs_that_cancel_are_refused_with_a_reason() -> None:
     x = keras.Input((16, 1))
     y = L.Activation("elu")(x)
