@@ -20,6 +20,8 @@ candidate). ``create`` therefore makes the handle with an unknown shape (both op
 cache whatever the shape) and gives the variable and its handle's Python-side shape data the
 real shape, which is what graphs (``fit``, ``predict``) read, so traced graphs keep every
 static shape. Training is bit-identical and equally fast (``benchmarks/variable_creation.py``).
+Where no variable creator scope is active, the variable is made from those two ops directly
+(``_variable_maker``), without ``tf.Variable``'s scopes and checks: 0.08 ms instead of 0.19 ms.
 This uses TensorFlow's private ``ResourceVariable._shape``/``_handle`` and
 ``resource_variable_ops._set_handle_shapes_and_types``; without them, under a distribution
 strategy, or for another backend, variables are created the usual way.
@@ -96,6 +98,52 @@ def _constant(variable: Any) -> np.ndarray | None:
 
 
 @functools.cache
+def _variable_maker() -> Callable[..., Any] | None:
+    """Makes an eager ``ResourceVariable`` from its handle ops directly: the two ops
+    ``tf.Variable`` runs (``VarHandleOp`` with an unknown shape, ``AssignVariableOp``) without
+    its name and init scopes and argument checks, 0.08 ms a variable instead of 0.19 ms. None
+    where TensorFlow's private API differs."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    try:
+        from tensorflow.python.eager import context
+        from tensorflow.python.framework import constant_op, dtypes, ops, tensor_shape
+        from tensorflow.python.ops import (
+            gen_resource_variable_ops,
+            handle_data_util,
+            resource_variable_ops,
+        )
+        handle_op = gen_resource_variable_ops.var_handle_op
+        assign_op = gen_resource_variable_ops.assign_variable_op
+        set_handle = resource_variable_ops._set_handle_shapes_and_types
+        make_data = handle_data_util.create_handle_data
+        kind = resource_variable_ops.ResourceVariable
+        base_init = resource_variable_ops.BaseResourceVariable.__init__
+        anonymous, uid, graph = context.anonymous_name, ops.uid, ops.get_default_graph
+    except (ImportError, AttributeError):
+        return None
+
+    def make(value: np.ndarray, name: str, trainable: bool, **sync: Any) -> Any:
+        """The variable, or None where ``tf.Variable`` would do more (a variable creator
+        scope, a container)."""
+        g = graph()
+        if getattr(g, "_variable_creator_stack", True) or getattr(g, "_container", True):
+            return None
+        dtype = dtypes.as_dtype(value.dtype)
+        shape = tensor_shape.TensorShape(value.shape)
+        handle = handle_op(shape=tensor_shape.TensorShape([None] * value.ndim), dtype=dtype,
+                           shared_name=anonymous(), debug_name=name, name=name, container="")
+        assign_op(handle, constant_op.constant(value, dtype=dtype))
+        set_handle(handle, make_data(shape, dtype), False)
+        var = kind.__new__(kind)
+        base_init(var, trainable=trainable, shape=shape, dtype=dtype, handle=handle, name=name,
+                  unique_id=f"{name}_{uid()}", handle_name=name, in_graph_mode=False, **sync)
+        return var
+
+    return make
+
+
+@functools.cache
 def _shape_setter() -> Callable[[Any, tuple[int, ...]], None] | None:
     """Sets a TF variable's static shape (its own and its handle's); None where unavailable."""
     if keras.backend.backend() != "tensorflow":
@@ -123,7 +171,7 @@ def _tf_variable(variable: Any, value: np.ndarray) -> Any:
     """A ``tf.Variable`` holding ``value`` whose handle hits the eager kernel cache (see the
     module notes), or ``value`` itself where that cannot be done safely."""
     set_shape = _shape_setter()
-    if set_shape is None or value.ndim == 0:
+    if set_shape is None:
         return value
     import tensorflow as tf
 
@@ -133,6 +181,10 @@ def _tf_variable(variable: Any, value: np.ndarray) -> Any:
               for attr, mapper in (("aggregation", "_map_aggregation"),
                                    ("synchronization", "_map_synchronization"))
               if hasattr(variable, mapper)}
+    make = _variable_maker()
+    tf_var = None if make is None else make(value, variable.name, variable.trainable, **kwargs)
+    if tf_var is not None or value.ndim == 0:
+        return value if tf_var is None else tf_var
     tf_var = tf.Variable(value, dtype=value.dtype, trainable=variable.trainable,
                          name=variable.name, shape=tf.TensorShape([None] * value.ndim), **kwargs)
     try:

@@ -127,6 +127,29 @@ def test_cache_friendly_handles_train_exactly_like_usual_variables(
         assert tuple(read.get_concrete_function().outputs[0].shape) == tuple(a.shape)
     # TensorFlow still has the private API the fast path needs (else it silently falls back)
     assert _deferred._shape_setter() is not None
+    assert _deferred._variable_maker() is not None
+
+
+def test_a_variable_creator_scope_sees_every_variable_made() -> None:
+    import tensorflow as tf
+
+    with _deferred.deferred_weights():
+        layer = keras.layers.Dense(3, kernel_initializer=_deferred.PLANNED)
+        layer.build((None, 4))
+    value = np.arange(12, dtype="float32").reshape(4, 3)
+    seen = []
+
+    def creator(next_creator, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator):
+        made = _deferred._tf_variable(layer.kernel, value)
+    assert seen == ["kernel"]  # not the direct handle path, which would bypass the creator
+    np.testing.assert_array_equal(made.numpy(), value)
+    fast = _deferred._tf_variable(layer.kernel, value)  # no scope: the direct path
+    assert type(fast) is type(made) and fast.trainable and fast.name == made.name
+    np.testing.assert_array_equal(fast.numpy(), value)
 
 
 def test_cache_friendly_handles_save_and_reload(tmp_path: object) -> None:
