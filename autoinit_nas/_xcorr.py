@@ -173,6 +173,14 @@ def _mirrored(half: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return full.reshape(*shape, *half.shape[1:])
 
 
+def _sandwich(w: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``W^T G[d] W`` for every ``d``, as two matrix products over the stacked lags."""
+    lags, channels, outs = len(g), w.shape[0], w.shape[1]
+    right = (g.reshape(lags * channels, channels) @ w).reshape(lags, channels, outs)
+    both = w.T @ right.transpose(1, 0, 2).reshape(channels, lags * outs)
+    return both.reshape(outs, lags, outs).transpose(1, 0, 2)
+
+
 def conv_xcov(
     xcorr: np.ndarray | None,
     corr: np.ndarray | None,
@@ -205,7 +213,7 @@ def conv_xcov(
             mask &= np.expand_dims(ok, tuple(i for i in range(rank) if i != axis))
         shape = picked.shape[:rank]
         flat = (picked * mask[..., None, None]).reshape(-1, channels, channels)
-        half = w[0].T @ flat[len(flat) // 2:] @ w[0]  # lags >= 0; the rest by symmetry
+        half = _sandwich(w[0], flat[len(flat) // 2:])  # lags >= 0; the rest by symmetry
         return _mirrored(half, shape)
     tap = np.stack(np.meshgrid(*[np.arange(n) for n in taps], indexing="ij"), -1).reshape(-1, rank)
     lags_out = _grid(k_out)
@@ -218,18 +226,18 @@ def conv_xcov(
     where = where.reshape(e.shape[:2])
     gflat = np.concatenate([g.reshape(-1, channels, channels),
                             np.zeros((1, channels, channels))])  # last: zero for far lags
-    t = np.zeros((len(uniq), channels, outs))
-    for j in range(len(tap)):
-        lag = tap[j] * dilations - uniq  # (U, rank)
-        ok = np.all(np.abs(lag) <= k_in, axis=1)
-        if not np.any(ok):
-            continue
-        idx = np.full(len(uniq), len(gflat) - 1)
-        idx[ok] = np.ravel_multi_index(tuple((lag[ok] + k_in).T), g.shape[:rank])
-        t += gflat[idx] @ w[j]
-    neg = np.zeros((len(half), outs, outs))  # G_out at -d for d in half
-    for j in range(len(tap)):
-        neg += np.matmul(w[j].T, t[where[:, j]])
+    lag = tap[None, :, :] * dilations - uniq[:, None, :]  # (U, J, rank)
+    ok = np.all(np.abs(lag) <= k_in, axis=-1)
+    idx = np.full(ok.shape, len(gflat) - 1)
+    idx[ok] = np.ravel_multi_index(tuple((lag[ok] + k_in).T), g.shape[:rank])
+    # one matrix product each: t[u] = sum_j G[idx[u, j]] W[j] over the stacked (j, c) rows,
+    # then neg[h] = sum_j W[j]^T t[where[h, j]]
+    units, n_taps = len(uniq), len(tap)
+    stacked = w.reshape(n_taps * channels, outs)
+    rows = gflat[idx].transpose(0, 2, 1, 3).reshape(units * channels, n_taps * channels)
+    t = (rows @ stacked).reshape(units, channels, outs)
+    picked = t[where].transpose(1, 2, 0, 3).reshape(n_taps * channels, len(half) * outs)
+    neg = (stacked.T @ picked).reshape(outs, len(half), outs).transpose(1, 0, 2)
     shape = tuple(2 * k + 1 for k in k_out)
     # neg[i] is the lag opposite half[i]: flat index c - i; so G_out[c + i] = neg[i]^T
     return _mirrored(np.swapaxes(neg, -1, -2), shape)
