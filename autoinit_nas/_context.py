@@ -93,6 +93,7 @@ class Context:
         self.link_key = 0
         self.link_memo: dict[Any, Any] = {}
         self.pooled: dict[int, Any] = {}  # id(flat signal) -> the sequence it pools
+        self.known: dict[str, np.ndarray] = {}  # path -> value of a variable just created
         # id(output) -> its pre-activation signal, for layers with a built-in activation
         self.pre_activation: dict[int, Any] = {}
 
@@ -118,8 +119,11 @@ class Context:
     def value(self, variable: Any) -> np.ndarray:
         if variable.path in self.planned:
             return self.planned[variable.path]
-        if _deferred.is_pending(variable):
-            _deferred.create(variable)
+        known = self.known.get(variable.path)
+        if known is None and _deferred.is_pending(variable):
+            known = _deferred.create(variable)
+        if known is not None:
+            return np.asarray(known, dtype=float)
         return np.asarray(variable.numpy(), dtype=float)
 
     def draw(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

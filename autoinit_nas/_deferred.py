@@ -194,13 +194,15 @@ def _tf_variable(variable: Any, value: np.ndarray) -> Any:
     return tf_var
 
 
-def create(variable: Any, value: np.ndarray | None = None) -> None:
-    """Give a pending variable its backend value: ``value``, or its own initializer's draw."""
+def create(variable: Any, value: np.ndarray | None = None) -> np.ndarray | None:
+    """Give a pending variable its backend value: ``value``, or its own initializer's draw.
+    Returns the value where it is known without reading the variable back (a given value or a
+    constant initializer's), else None."""
     if value is None:
         value = _constant(variable)
         if value is None:
             variable._deferred_initialize()
-            return
+            return None
     dtype = keras.backend.standardize_dtype(variable.dtype)
     value = np.asarray(value, dtype=dtype)
     if tuple(value.shape) != tuple(variable.shape):
@@ -210,14 +212,20 @@ def create(variable: Any, value: np.ndarray | None = None) -> None:
         )
     variable._initialize(_tf_variable(variable, value))
     variable._initializer = None
+    return value
 
 
-def create_pending(model: Any, *, but_planned: bool = False) -> None:
+def create_pending(model: Any, *, but_planned: bool = False) -> dict[str, np.ndarray]:
     """Create the model's pending variables with their own initializers; with ``but_planned``
-    those marked ``PLANNED`` keep waiting for their AutoInit values."""
+    those marked ``PLANNED`` keep waiting for their AutoInit values. Returns the values known
+    without a read (constant initializers), by variable path."""
+    known = {}
     for var in pending(model):
         if not (but_planned and var._initializer is PLANNED):
-            create(var)
+            value = create(var)
+            if value is not None:
+                known[var.path] = value
+    return known
 
 
 def put(variable: Any, value: np.ndarray) -> None:

@@ -46,11 +46,14 @@ def _input_signals(graph: Any, options: Options) -> list[Signal]:
     return signals
 
 
-def _walk_plan(model: Any, options: Options, seed: int, planned: dict | None = None
+def _walk_plan(model: Any, options: Options, seed: int, planned: dict | None = None,
+               known: dict | None = None
                ) -> tuple[SignalReport, Context, list[tuple[str, Any, Estimate]]]:
-    """One walk. With ``planned``, every weight is taken from it (or the model) as it is."""
+    """One walk. With ``planned``, every weight is taken from it (or the model) as it is;
+    ``known`` holds values of variables just created (read without TensorFlow)."""
     graph = graph_of(model)
     ctx = Context(options, seed)
+    ctx.known = dict(known or {})
     if planned is not None:  # predict for these weights: every layer treated as frozen
         ctx.planned = dict(planned)
         ctx.keeps = lambda layer: True  # type: ignore[method-assign]
@@ -104,19 +107,20 @@ def _rescale_shared(ctx: Context, records: list[tuple[str, Any, Estimate]]) -> d
     return notes
 
 
-def _plan(model: Any, options: Options, keep_all: bool = False) -> tuple[SignalReport, Context]:
+def _plan(model: Any, options: Options, keep_all: bool = False, known: dict | None = None
+          ) -> tuple[SignalReport, Context]:
     seed = options.seed
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
     if keep_all:
-        report, ctx, _ = _walk_plan(model, options, seed, planned={})
+        report, ctx, _ = _walk_plan(model, options, seed, planned={}, known=known)
         return report, ctx
-    report, ctx, records = _walk_plan(model, options, seed)
+    report, ctx, records = _walk_plan(model, options, seed, known=known)
     if options.shared_layers == "max":
         notes = _rescale_shared(ctx, records)
         if notes:  # predict again for the rescaled weights
             seconds = report.seconds
-            report, _, _ = _walk_plan(model, options, seed, planned=ctx.planned)
+            report, _, _ = _walk_plan(model, options, seed, planned=ctx.planned, known=known)
             report.seconds += seconds
             for i, note in notes.items():
                 report.layers[i].estimator = note
@@ -145,8 +149,8 @@ def initialize(model: keras.Model, **options: Any) -> SignalReport:
     """
     try:
         opts = Options(**options)
-        _deferred.create_pending(model, but_planned=True)  # a model built deferred
-        report, ctx = _plan(model, opts)
+        known = _deferred.create_pending(model, but_planned=True)  # a model built deferred
+        report, ctx = _plan(model, opts, known=known)
         _apply(model, ctx.planned)
     finally:  # nothing planned for them, or AutoInit failed: their own initializer (zeros)
         _deferred.create_pending(model)
@@ -158,8 +162,8 @@ def initialize(model: keras.Model, **options: Any) -> SignalReport:
 def predict_signal(model: keras.Model, **options: Any) -> SignalReport:
     """Predicted moments for the model's current weights (nothing is changed)."""
     opts = Options(**options)
-    _deferred.create_pending(model)
-    report, _ = _plan(model, opts, keep_all=True)
+    known = _deferred.create_pending(model)
+    report, _ = _plan(model, opts, keep_all=True, known=known)
     return report
 
 
