@@ -143,10 +143,14 @@ def correlation_of(cov: np.ndarray) -> np.ndarray:
     """Covariance (lags..., C, C) -> correlation, normalized by the lag-0 diagonal."""
     var = np.diagonal(lag_zero(cov))
     live = var > 1e-12 * max(float(np.max(var, initial=0.0)), 1e-300)  # constant channels: 0
-    sd = np.where(live, np.sqrt(np.where(live, var, 1.0)), np.inf)
-    with np.errstate(over="ignore", invalid="ignore"):
-        rho = np.nan_to_num(cov / (sd[:, None] * sd[None, :]))
-    return _unit_diagonal(np.clip(rho, -1.0, 1.0))
+    inv = np.zeros(len(var))
+    np.divide(1.0, np.sqrt(var, where=live, out=np.ones(len(var))), where=live, out=inv)
+    with np.errstate(invalid="ignore"):
+        rho = cov * (inv[:, None] * inv[None, :])
+    if not np.isfinite(rho).all():
+        rho = np.nan_to_num(rho)
+    np.clip(rho, -1.0, 1.0, out=rho)
+    return _unit_diagonal(rho)
 
 
 def per_channel_corr(xcorr: np.ndarray) -> np.ndarray:
