@@ -606,7 +606,7 @@ def apply_function(fn: Any, x: Signal, *, axis: int = -1, seed: int = 0) -> Sign
         # NumPy: a TensorFlow call costs more than the draws. Its moments feed only the report
         # (a softmax has no weights after it in a classifier head), so one kept block of draws
         # (seed 0) serves every model
-        out = monte_carlo(lambda t: _softmax(t, axis), x, axis=axis, seed=0, numpy=True)
+        out = monte_carlo(lambda t: _softmax(t, 0), x, axis=axis, seed=0, numpy=True)
         mean = np.broadcast_to(out.mean, x.shape)  # entries sum to 1: the mean over the axis
         mean = mean / np.sum(mean, axis=axis, keepdims=True)  # is exactly 1/C
         return x.like(mean, np.broadcast_to(out.var, x.shape))
@@ -621,6 +621,14 @@ def _normal_block(seed: int, *shape: int) -> np.ndarray:
     return z
 
 
+@lru_cache(maxsize=16)
+def _normal_block_t(seed: int, *shape: int) -> np.ndarray:
+    """``_normal_block(seed, *shape)`` with its axes reversed, contiguous (read-only)."""
+    z = np.ascontiguousarray(_normal_block(seed, *shape).T)
+    z.flags.writeable = False
+    return z
+
+
 def _softmax(t: np.ndarray, axis: int) -> np.ndarray:
     e = np.exp(t - np.max(t, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
@@ -631,7 +639,9 @@ def monte_carlo(
     numpy: bool = False,
 ) -> Signal:
     """Seeded Monte Carlo over one axis (softmax over C entries: not over the whole tensor);
-    ``fn`` takes a Keras tensor, or a float64 array with ``numpy``."""
+    ``fn`` takes a Keras tensor of draws ``(n, elements, C)``, or with ``numpy`` a float64
+    array ``(C, elements, n)`` (the draws last and contiguous: reductions over C are then
+    elementwise over the draws)."""
     shape = x.shape
     axis = axis % len(shape)
     size = shape[axis]
@@ -644,14 +654,17 @@ def monte_carlo(
         uniq, inverse = np.unique(np.concatenate([mean, var], axis=1), axis=0,
                                   return_inverse=True)
     n = max(64, draws // max(1, len(uniq) // 16 + 1))
-    z = _normal_block(seed, n, len(uniq), size)
-    samples = uniq[None, :, :size] + np.sqrt(np.maximum(uniq[None, :, size:], 0)) * z
     if numpy:
-        out = np.asarray(fn(samples), float)
+        cols = uniq.T[:, :, None]  # (2 C, elements, 1)
+        z = _normal_block_t(seed, n, len(uniq), size)  # the same draws, (C, elements, n)
+        out = np.asarray(fn(cols[:size] + np.sqrt(np.maximum(cols[size:], 0)) * z), float)
+        first, var_out = out.mean(axis=-1).T, out.var(axis=-1).T
     else:
+        z = _normal_block(seed, n, len(uniq), size)
+        samples = uniq[None, :, :size] + np.sqrt(np.maximum(uniq[None, :, size:], 0)) * z
         out = keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(samples, "float64")))
         out = np.asarray(out, float)
-    first, var_out = out.mean(axis=0), out.var(axis=0)
+        first, var_out = out.mean(axis=0), out.var(axis=0)
     inv = inverse.reshape(-1)
     back_shape = [*np.moveaxis(np.empty(shape), axis, -1).shape]
     first = np.moveaxis(first[inv].reshape(back_shape), -1, axis)
