@@ -163,14 +163,21 @@ def function_corr(
     z, w, he = _hermite_table(HERMITE_ORDER, HERMITE_NODES)
     x = mean_c[:, None] + np.sqrt(np.maximum(var_c, 0.0))[:, None] * z[None, :]
     with np.errstate(all="ignore"):
-        fx = np.nan_to_num(np.asarray(fn(x), dtype=float))
-    coeff = np.einsum("cz,nz,z->cn", fx, he, w)[:, 1:]  # n >= 1: the varying part
-    power = np.square(coeff)  # (C, N)
+        fx = np.asarray(fn(x), dtype=float)
+    if not np.all(np.isfinite(fx)):
+        fx = np.nan_to_num(fx)
+    power = np.square((fx * w) @ he[1:].T)  # (C, N): c_n^2, n >= 1 (the varying part)
     total = power.sum(axis=1)
-    n = np.arange(1, HERMITE_ORDER + 1)
-    rho = np.clip(corr, -1.0, 1.0)[:, :, None]
-    series = np.einsum("cn,dcn->dc", power, np.power(rho, n[None, None, :]))
-    out = np.where(total[None, :] > 0, series / np.maximum(total, 1e-300)[None, :], 0.0)
+    live = total > 0
+    power = power / np.where(live, total, 1.0)[:, None]
+    # orders whose share is negligible for every channel contribute nothing
+    order = int(np.max(np.nonzero(np.max(power, axis=0) > 1e-14)[0], initial=0)) + 1
+    rho = np.clip(corr, -1.0, 1.0)
+    out = np.zeros_like(rho)
+    for n in range(order - 1, -1, -1):  # Horner: sum_n p_n rho^(n + 1)
+        out += power[:, n]
+        out *= rho
+    out[:, ~live] = 0.0
     out[0] = 1.0
     return out
 
