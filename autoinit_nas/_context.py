@@ -107,8 +107,9 @@ class Context:
 
     def next_rng(self) -> np.random.Generator:
         """A generator per weighted call site, in graph order: the same seed, the same weights."""
-        self._counter += 1
-        return np.random.default_rng([self.seed, self._counter])
+        self._counter += 1  # as default_rng([seed, counter]), without its argument checks
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            [self.seed, self._counter])))
 
     def keeps(self, layer: Any) -> bool:
         """Whether the layer's weights are used as they are (frozen, or planned at another call site)."""
@@ -135,11 +136,14 @@ class Context:
             return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
         if dist == "truncated_normal":
             out = rng.standard_normal(shape)
-            bad = np.abs(out) > 2.0
-            while bad.any():
-                out[bad] = rng.standard_normal(int(bad.sum()))
-                bad = np.abs(out) > 2.0
-            return out / _TRUNC_STD
+            flat = out.reshape(-1)
+            bad = np.flatnonzero(np.abs(flat) > 2.0)
+            while bad.size:  # redraw the rejected ones, in order, until none is left
+                again = rng.standard_normal(bad.size)
+                flat[bad] = again
+                bad = bad[np.abs(again) > 2.0]
+            out /= _TRUNC_STD
+            return out
         rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
         cols = shape[-1]
         a = rng.standard_normal((max(rows, cols), min(rows, cols)))

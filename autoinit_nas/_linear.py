@@ -105,8 +105,9 @@ def linear_estimate(
         if bias_var is not None:
             plan[bias_var.path] = np.zeros(tuple(bias_var.shape))
         return Signal.scalar(0.0, target, out_shape), plan, nominal
-    km = _run(forward, x.mean, raw * nominal)
     kv = _run(forward, x.var, (raw * nominal) ** 2)
+    # a linear map of a zero mean is zero (after ReLU-free stacks, most layers' inputs)
+    km = _run(forward, x.mean, raw * nominal) if np.any(x.mean) else np.zeros_like(kv)
     axis = channel_axis % km.ndim
     reduce_axes = tuple(i for i in range(km.ndim) if i != axis)
     offsets = np.mean(km, axis=reduce_axes, keepdims=True)
