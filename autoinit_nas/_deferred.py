@@ -88,13 +88,14 @@ def pending(model: Any) -> list[Any]:
 def _constant(variable: Any) -> np.ndarray | None:
     """The value of a constant initializer (zeros, ones, constant) without a backend op."""
     init = variable._initializer
+    dtype = keras.backend.standardize_dtype(variable.dtype)
     if type(init) in (keras.initializers.Zeros, keras.initializers.Ones):
         fill = 0.0 if type(init) is keras.initializers.Zeros else 1.0
-    elif type(init) is keras.initializers.Constant and np.ndim(init.value) == 0:
-        fill = float(init.value)
+    elif type(init) is keras.initializers.Constant:  # a value that broadcasts (WeightedAdd's)
+        fill = np.asarray(init.value).astype(dtype)
     else:
         return None
-    return np.full(tuple(variable.shape), fill, dtype=keras.backend.standardize_dtype(variable.dtype))
+    return np.broadcast_to(fill, tuple(variable.shape)).astype(dtype)
 
 
 @functools.cache
@@ -200,6 +201,11 @@ def create(variable: Any, value: np.ndarray | None = None) -> np.ndarray | None:
     constant initializer's), else None."""
     if value is None:
         value = _constant(variable)
+        if value is None and _variable_maker() is not None and callable(variable._initializer):
+            # any other initializer (a seeded draw, a seed generator's state): its value,
+            # made the fast way (Keras would call it inside tf.Variable)
+            value = keras.ops.convert_to_numpy(
+                variable._initializer(tuple(variable.shape), dtype=variable.dtype))
         if value is None:
             variable._deferred_initialize()
             return None
