@@ -205,7 +205,32 @@ def conv_xcov(
     dilations = np.asarray(_as_tuple(dilation, rank))
     g = _covariance(xcorr, corr, var_c, _as_tuple(in_size, rank))
     k_in = np.asarray(_center(g))
-    k_out = _lags(_as_tuple(out_size, rank), outs)
+    k_box = _lags(_as_tuple(out_size, rank), outs)
+    # lags the output can reach from the input's nonzero ones; beyond them it is exactly 0
+    k_out = tuple(min(k, (m + d * (t - 1)) // s) for k, m, d, t, s in zip(
+        k_box, _support(g), dilations, taps, strides, strict=True))
+    if k_out != k_box:
+        return _fit_box(_conv_xcov_box(g, k_in, k_out, kernel, strides, dilations), k_box)
+    return _conv_xcov_box(g, k_in, k_out, kernel, strides, dilations)
+
+
+def _support(g: np.ndarray) -> tuple[int, ...]:
+    """Per spatial axis, the largest |lag| at which the box ``g`` has a nonzero entry."""
+    rank = g.ndim - 2
+    nonzero = np.any(g != 0, axis=(-2, -1))
+    out = []
+    for axis, center in enumerate(_center(g)):
+        hit = np.nonzero(np.any(nonzero, axis=tuple(i for i in range(rank) if i != axis)))[0]
+        out.append(int(np.max(np.abs(hit - center), initial=0)))
+    return tuple(out)
+
+
+def _conv_xcov_box(g: np.ndarray, k_in: np.ndarray, k_out: tuple[int, ...], kernel: np.ndarray,
+                   strides: np.ndarray, dilations: np.ndarray) -> np.ndarray:
+    """``conv_xcov`` at the output lags ``-k_out .. k_out``, from the input covariance box
+    ``g``."""
+    rank = kernel.ndim - 2
+    taps, (channels, outs) = kernel.shape[:rank], kernel.shape[rank:]
     w = kernel.reshape(-1, channels, outs)
     if len(w) == 1:  # 1x1: G_out[d] = W^T G[s d] W, lags beyond the input's are 0
         sel = tuple(k + s * np.arange(-ko, ko + 1) for k, s, ko in zip(k_in, strides, k_out,
