@@ -439,6 +439,8 @@ def _cross_cov(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:
     k_root = (len(root.cov) - 1) // 2
     live = np.flatnonzero(np.any(root.cov != 0.0, axis=(1, 2)))
     k_eff = int(np.max(np.abs(live - k_root), initial=0))
+    if k_eff == 0 and len(xa.x) * xa.x.shape[2] * len(shift) * xb.x.shape[1] <= _DIRECT_BUDGET:
+        return _white_cross_cov(ctx, key, xa, xb, root.cov[k_root], shift)
     span = len(xa.x) + len(xb.x) + 2 * k_eff + 2 * int(np.max(np.abs(shift))) + 2
     n = 1 << int(np.ceil(np.log2(max(2 * span, 8))))
     fa = _fft_of(xa.x, xa.lo, n)
@@ -448,6 +450,30 @@ def _cross_cov(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:
     # and X_b lies in the range of S)
     g = np.fft.irfft(fa @ np.linalg.solve(fs, np.conj(np.swapaxes(fb, -1, -2))), n=n, axis=0)
     return g[shift % n]
+
+
+_DIRECT_BUDGET = 1 << 21  # stacked values up to which a white fork's cross-covariance is summed directly
+
+
+def _white_cross_cov(ctx: Any, key: int, xa: Link, xb: Link, cov0: np.ndarray,
+                     shift: np.ndarray) -> np.ndarray:
+    """``_cross_cov`` for a fork whose positions are independent (its spectrum is ``S_0`` at
+    every frequency): ``G[t] = sum_i X_a[i] S_0^-1 X_b[j]^T`` over ``lo_a + i - lo_b - j = t``,
+    as one matrix product over the stacked ``(i, root channel)`` pairs."""
+    memo = ("white inverse", key)
+    if memo not in ctx.link_memo:
+        s0 = 0.5 * (cov0 + cov0.T)
+        ridge = 1e-10 * max(float(np.trace(s0)) / len(s0), 1e-300)  # as _spectrum
+        ctx.link_memo[memo] = np.linalg.inv(s0 + ridge * np.eye(len(s0)))
+    inv = ctx.link_memo[memo]
+    n_a, c_a, c_r = xa.x.shape
+    c_b = xb.x.shape[1]
+    ya = (xa.x @ inv).transpose(1, 0, 2).reshape(c_a, n_a * c_r)  # (C_a, (i, root))
+    j = xa.lo + np.arange(n_a)[:, None] - xb.lo - shift[None, :]  # (i, t)
+    padded = np.concatenate([xb.x, np.zeros((1, c_b, c_r))])
+    j = np.where((j >= 0) & (j < len(xb.x)), j, len(xb.x))
+    rows = padded[j].transpose(0, 3, 1, 2).reshape(n_a * c_r, len(shift) * c_b)
+    return (ya @ rows).reshape(c_a, len(shift), c_b).transpose(1, 0, 2)
 
 
 def _at(x: np.ndarray, lo: int, lags: np.ndarray) -> np.ndarray:
