@@ -168,6 +168,27 @@ def test_pointwise_convolution_shortcut_equals_the_general_rule(rank: int, strid
                                atol=1e-12)
 
 
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2)])
+def test_lags_past_the_inputs_reach_are_zero_as_the_full_rule_gives(
+        stride: int, dilation: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an input correlated over a few lags only (one 3-tap convolution of white channels): the
+    # output is computed on the lags it can reach and padded; the full box gives the same
+    # (sequences: images keep 2 lags per axis, which a 3-tap convolution already reaches)
+    import autoinit_nas._xcorr as xc_module
+
+    rng = np.random.default_rng(3)
+    first = rng.standard_normal((3, 4, 6))
+    xc = correlation_of(conv_xcov(None, None, np.ones(4), first, 1, 1, 40, 40))
+    kernel = rng.standard_normal((3, 6, 5))
+    var_c = rng.uniform(0.5, 2.0, 6)
+    out = -(-40 // stride)
+    trimmed = conv_xcov(xc, None, var_c, kernel, stride, dilation, 40, out)
+    assert (len(trimmed) - 1) // 2 > 2 * dilation + 2  # the kept box reaches past the nonzero lags
+    monkeypatch.setattr(xc_module, "_support", lambda g: tuple((n - 1) // 2 for n in g.shape[:-2]))
+    full = conv_xcov(xc, None, var_c, kernel, stride, dilation, 40, out)
+    np.testing.assert_allclose(trimmed, full, rtol=0, atol=1e-12 * np.max(np.abs(full)))
+
+
 def test_concatenated_branches_keep_their_channel_correlation() -> None:
     # two one-channel inputs, each through its own Dense layer: the channels of each branch are
     # functions of the same input value (correlated), the branches are independent
