@@ -197,8 +197,8 @@ def _tf_variable(variable: Any, value: np.ndarray) -> Any:
 
 def create(variable: Any, value: np.ndarray | None = None) -> np.ndarray | None:
     """Give a pending variable its backend value: ``value``, or its own initializer's draw.
-    Returns the value where it is known without reading the variable back (a given value or a
-    constant initializer's), else None."""
+    Returns the value where it is known without reading the variable back (given, a constant,
+    or drawn here), else None."""
     if value is None:
         value = _constant(variable)
         if value is None and _variable_maker() is not None and callable(variable._initializer):

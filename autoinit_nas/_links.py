@@ -452,7 +452,8 @@ def _cross_cov(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:
     return g[shift % n]
 
 
-_DIRECT_BUDGET = 1 << 21  # stacked values up to which a white fork's cross-covariance is summed directly
+#: Stacked values up to which a white fork's cross-covariance is summed directly.
+_DIRECT_BUDGET = 1 << 21
 
 
 def _white_cross_cov(ctx: Any, key: int, xa: Link, xb: Link, cov0: np.ndarray,
