@@ -150,6 +150,23 @@ def _hermite_table(order: int, nodes: int) -> tuple[np.ndarray, np.ndarray, np.n
     return z, w, he / norms[:, None]
 
 
+def hermite_shares(mean_c: np.ndarray, var_c: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]
+                   ) -> tuple[np.ndarray, int]:
+    """Per channel, the Hermite coefficients of orders n >= 1 (the varying part) of ``fn(G)``,
+    G ~ N(mean_c, var_c), scaled to unit norm ``(C, N)`` (zero for a constant channel), and how
+    many orders carry any share (a coefficient above 1e-7 in some channel)."""
+    z, w, he = _hermite_table(HERMITE_ORDER, HERMITE_NODES)
+    x = mean_c[:, None] + np.sqrt(np.maximum(var_c, 0.0))[:, None] * z[None, :]
+    with np.errstate(all="ignore"):
+        fx = np.asarray(fn(x), dtype=float)
+    if not np.all(np.isfinite(fx)):
+        fx = np.nan_to_num(fx)
+    a = (fx * w) @ he[1:].T
+    a = a / np.sqrt(np.maximum(np.sum(a * a, axis=1), 1e-300))[:, None]
+    order = int(np.max(np.nonzero(np.max(np.abs(a), axis=0) > 1e-7)[0], initial=0)) + 1
+    return a, order
+
+
 def function_corr(
     corr: np.ndarray | None,
     mean_c: np.ndarray,
@@ -160,24 +177,13 @@ def function_corr(
     ``corr`` (Mehler: ``sum_n c_n^2 rho^n / sum_n c_n^2``); ``None`` stays ``None``."""
     if corr is None:
         return None
-    z, w, he = _hermite_table(HERMITE_ORDER, HERMITE_NODES)
-    x = mean_c[:, None] + np.sqrt(np.maximum(var_c, 0.0))[:, None] * z[None, :]
-    with np.errstate(all="ignore"):
-        fx = np.asarray(fn(x), dtype=float)
-    if not np.all(np.isfinite(fx)):
-        fx = np.nan_to_num(fx)
-    power = np.square((fx * w) @ he[1:].T)  # (C, N): c_n^2, n >= 1 (the varying part)
-    total = power.sum(axis=1)
-    live = total > 0
-    power = power / np.where(live, total, 1.0)[:, None]
-    # orders whose share is negligible for every channel contribute nothing
-    order = int(np.max(np.nonzero(np.max(power, axis=0) > 1e-14)[0], initial=0)) + 1
+    a, order = hermite_shares(mean_c, var_c, fn)
+    power = a * a  # each order's share of the channel's variance
     rho = np.clip(corr, -1.0, 1.0)
     out = np.zeros_like(rho)
     for n in range(order - 1, -1, -1):  # Horner: sum_n p_n rho^(n + 1)
         out += power[:, n]
         out *= rho
-    out[:, ~live] = 0.0
     out[0] = 1.0
     return out
 

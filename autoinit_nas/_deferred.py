@@ -184,8 +184,10 @@ def _tf_variable(variable: Any, value: np.ndarray) -> Any:
               if hasattr(variable, mapper)}
     make = _variable_maker()
     tf_var = None if make is None else make(value, variable.name, variable.trainable, **kwargs)
-    if tf_var is not None or value.ndim == 0:
-        return value if tf_var is None else tf_var
+    if tf_var is not None:
+        return tf_var
+    if value.ndim == 0:  # nothing for an unknown shape to save: Keras' own tf.Variable
+        return value
     tf_var = tf.Variable(value, dtype=value.dtype, trainable=variable.trainable,
                          name=variable.name, shape=tf.TensorShape([None] * value.ndim), **kwargs)
     try:

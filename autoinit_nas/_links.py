@@ -338,8 +338,7 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
                        L.Identity)):
         return links
     if isinstance(op, (L.Activation, ParametricActivation)):
-        gain = _stein(op.activation if isinstance(op, L.Activation) else op, x)
-        return None if gain is None else _scaled(links, gain)
+        return _through_function(op.activation if isinstance(op, L.Activation) else op, x, links)
     if isinstance(op, L.BatchNormalization):
         if op.axis not in (-1, 2):
             return None
@@ -365,9 +364,15 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
 
     if not is_identity(getattr(op, "activation", None)):  # Dense(..., activation=f)
         pre = ctx.pre_activation.get(id(out))
-        gain = None if pre is None or not result else _stein(op.activation, pre)
-        return None if gain is None else _scaled(result, gain)
+        return None if pre is None or not result else _through_function(op.activation, pre,
+                                                                          result)
     return result
+
+
+def _through_function(fn: Any, x: Signal, links: dict[int, Link]) -> dict[int, Link] | None:
+    """The links of ``fn(x)``: those of ``x`` scaled by ``fn``'s gain (``_stein``)."""
+    gain = _stein(fn, x)
+    return None if gain is None else _scaled(links, gain)
 
 
 # ------------------------------------------------------------------ merges
@@ -464,8 +469,7 @@ def _white_cross_cov(ctx: Any, key: int, xa: Link, xb: Link, cov0: np.ndarray,
     memo = ("white inverse", key)
     if memo not in ctx.link_memo:
         s0 = 0.5 * (cov0 + cov0.T)
-        ridge = 1e-10 * max(float(np.trace(s0)) / len(s0), 1e-300)  # as _spectrum
-        ctx.link_memo[memo] = np.linalg.inv(s0 + ridge * np.eye(len(s0)))
+        ctx.link_memo[memo] = np.linalg.inv(s0 + _ridge(cov0) * np.eye(len(s0)))
     inv = ctx.link_memo[memo]
     n_a, c_a, c_r = xa.x.shape
     c_b = xb.x.shape[1]
@@ -486,6 +490,12 @@ def _at(x: np.ndarray, lo: int, lags: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ridge(cov0: np.ndarray) -> float:
+    """The tiny ridge a fork's covariance is lifted by before it is solved against (its
+    channels may be linearly dependent)."""
+    return 1e-10 * max(float(np.trace(cov0)) / cov0.shape[-1], 1e-300)
+
+
 def _spectrum(ctx: Any, key: int, cov: np.ndarray, k: int, n: int) -> np.ndarray:
     """The fork's spectral density at the ``n``-point real DFT frequencies, Hermitian and
     lifted by a tiny ridge so that it can be solved against."""
@@ -493,6 +503,5 @@ def _spectrum(ctx: Any, key: int, cov: np.ndarray, k: int, n: int) -> np.ndarray
     if memo not in ctx.link_memo:
         fs = _fft_of(cov, -k, n)
         fs = 0.5 * (fs + np.conj(np.swapaxes(fs, -1, -2)))
-        ridge = 1e-10 * max(float(np.trace(cov[k])) / cov.shape[-1], 1e-300)
-        ctx.link_memo[memo] = fs + ridge * np.eye(cov.shape[-1])
+        ctx.link_memo[memo] = fs + _ridge(cov[k]) * np.eye(cov.shape[-1])
     return ctx.link_memo[memo]

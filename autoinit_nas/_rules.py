@@ -472,6 +472,11 @@ def _max_from(x: Signal, pre_mean: Any, pre_var: Any, count: Any, out_shape: tup
         Signal.scalar(float(np.mean(first)), float(np.mean(var)), out_shape)
 
 
+def _count_per_channel(count: Any, out_shape: tuple) -> np.ndarray:
+    """Each output channel's average effective count of draws (``count``: scalar or map)."""
+    return channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape)
+
+
 def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
                  out_shape: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Maxima of a non-Gaussian signal (a mixture: after dropout, or a Dense layer of one
@@ -488,8 +493,8 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
     # a table's exact values (its mixture is re-binned), else the mixture (a one-channel
     # mixture repeated per channel)
     mix = Mixture.points(*table) if table is not None else mixture_or_gaussian(x, channels)
-    n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape) \
-        if x.is_map and out_shape else np.full(1, float(np.mean(count)))
+    n = _count_per_channel(count, out_shape) if x.is_map and out_shape else \
+        np.full(1, float(np.mean(count)))
     exact_mean, exact_var = mix.max_moments(n)
     by_nodes = table is not None or x.source is not None
     if not by_nodes:
@@ -592,7 +597,7 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         # the shape of the windows' maximum (of the effective count of draws), for a function
         # after it: relu -> max pooling -> tanh was 1.35x off as Gaussian
         channels = x.shape[-1]
-        n = channel_mean(np.broadcast_to(np.asarray(count, float), out_shape), out_shape)
+        n = _count_per_channel(count, out_shape)
         out = replace(out, mixture=mixture_or_gaussian(x, channels).max_mixture(n).matched(
             *channel_moments(out.mean, out.var, channels)))
     return Estimate([_pooled_phase(layer, x, out, None) if x.phase is not None else out])

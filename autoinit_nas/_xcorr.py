@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, _hermite_table, max_lag
+from autoinit_nas._correlation import hermite_shares, max_lag
 
 __all__ = [
     "MAX_CHANNELS",
@@ -209,9 +209,8 @@ def conv_xcov(
     # lags the output can reach from the input's nonzero ones; beyond them it is exactly 0
     k_out = tuple(min(k, (m + d * (t - 1)) // s) for k, m, d, t, s in zip(
         k_box, _support(g), dilations, taps, strides, strict=True))
-    if k_out != k_box:
-        return _fit_box(_conv_xcov_box(g, k_in, k_out, kernel, strides, dilations), k_box)
-    return _conv_xcov_box(g, k_in, k_out, kernel, strides, dilations)
+    out = _conv_xcov_box(g, k_in, k_out, kernel, strides, dilations)
+    return out if k_out == k_box else _fit_box(out, k_box)
 
 
 def _support(g: np.ndarray) -> tuple[int, ...]:
@@ -351,17 +350,7 @@ def function_xcorr(xcorr: np.ndarray | None, mean_c: np.ndarray, var_c: np.ndarr
     """Cross-correlation of ``fn(G)`` for Gaussian channels with cross-correlation ``xcorr``."""
     if xcorr is None:
         return None
-    z, w, he = _hermite_table(HERMITE_ORDER, HERMITE_NODES)
-    x = mean_c[:, None] + np.sqrt(np.maximum(var_c, 0.0))[:, None] * z[None, :]
-    with np.errstate(all="ignore"):
-        fx = np.asarray(fn(x), dtype=float)
-    if not np.all(np.isfinite(fx)):
-        fx = np.nan_to_num(fx)
-    a = np.einsum("cz,nz,z->cn", fx, he, w)[:, 1:]  # (C, N): the varying part
-    total = np.sqrt(np.maximum(np.sum(a * a, axis=1), 1e-300))
-    a = a / total[:, None]
-    # orders whose coefficients are negligible for every channel contribute nothing
-    order = int(np.max(np.nonzero(np.max(np.abs(a), axis=0) > 1e-7)[0], initial=0)) + 1
+    a, order = hermite_shares(mean_c, var_c, fn)
     channels = len(mean_c)
     lag_shape = xcorr.shape[:-2]
     flat = xcorr.reshape(-1, channels, channels)

@@ -53,7 +53,7 @@ def _walk_plan(model: Any, options: Options, seed: int, planned: dict | None = N
     ``known`` holds values of variables just created (read without TensorFlow)."""
     graph = graph_of(model)
     ctx = Context(options, seed)
-    ctx.known = dict(known or {})
+    ctx.known = known or {}
     if planned is not None:  # predict for these weights: every layer treated as frozen
         ctx.planned = dict(planned)
         ctx.keeps = lambda layer: True  # type: ignore[method-assign]
