@@ -159,6 +159,7 @@ class Context:
             raise SignalError(
                 f"Cannot scale the weights of {where}: its input has second moment E[x^2]={ex2!r}. "
                 "Expected a positive finite value; an earlier function maps everything to a constant "
-                "(e.g. an activation that is 0 everywhere)."
+                "(e.g. an activation that is 0 everywhere, or a global average over positions "
+                "that a LayerNormalization made sum to zero)."
             )
         return ex2

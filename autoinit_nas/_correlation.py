@@ -37,6 +37,7 @@ __all__ = [
     "pool_corr",
     "window_factor",
     "global_mean_var",
+    "centered_corr",
     "effective_count",
     "combine_corr",
     "flat_cross_variance",
@@ -224,6 +225,21 @@ def global_mean_var(var: np.ndarray, corr: np.ndarray | None) -> np.ndarray:
     for d in range(1, min(length, corr.shape[0])):  # both orders of each pair: 2x
         cross += 2.0 * corr[d] * np.sum(sd[:-d] * sd[d:], axis=0)
     return independent + cross / length**2
+
+
+def centered_corr(var: np.ndarray, corr: np.ndarray | None) -> np.ndarray | None:
+    """Correlation of an ``(L, C)`` map after each sample's mean over the positions is taken
+    from each channel: the variance ``g`` of that mean comes off every covariance, ``(rho -
+    g / v) / (1 - g / v)`` with ``v`` the channel's mean variance, so that the positions now sum
+    to zero. Unchanged when ``corr`` cannot hold every lag (the offset would be cut)."""
+    length, channels = var.shape
+    full = fit_lags(corr, length, channels)
+    if full.shape[0] < length:
+        return corr
+    share = global_mean_var(var, full) / np.maximum(np.mean(var, axis=0), 1e-300)
+    out = (full - share[None, :]) / np.maximum(1.0 - share, 1e-12)[None, :]
+    out[0] = 1.0
+    return np.clip(out, -1.0, 1.0)
 
 
 def effective_count(corr: np.ndarray | None, size: int) -> np.ndarray | int:

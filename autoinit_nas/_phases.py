@@ -47,6 +47,7 @@ __all__ = [
     "MAX_PERIOD",
     "attach",
     "averaged",
+    "concatenated",
     "crop",
     "from_xcorr",
     "function_phase",
@@ -112,7 +113,7 @@ def _pair_weights(rho: np.ndarray, sd: np.ndarray, length: int) -> np.ndarray:
 def averaged(rho: np.ndarray, var: np.ndarray, length: int) -> np.ndarray:
     """The stationary correlation ``(D + 1, 1)`` that ``Signal.corr`` keeps: each lag's
     covariance summed over its pairs over the sum of their spreads, so that sums are exact."""
-    w = _pair_weights(rho, np.sqrt(per_phase(var, len(rho))), length)
+    w = _pair_weights(rho, np.sqrt(np.maximum(per_phase(var, len(rho)), 0.0)), length)
     den = w.sum(axis=0)
     out = np.where(den > 0, (w * rho).sum(axis=0) / np.maximum(den, 1e-300), 0.0)
     out[0] = 1.0
@@ -140,6 +141,39 @@ def rescale(rho: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarra
     out = rho * ratio[:, None] * ratio[_partner(*rho.shape)]
     out[:, 0] = 1.0
     return out
+
+
+def concatenated(parts: list[tuple[np.ndarray, np.ndarray]], period_cap: int = MAX_PERIOD
+                 ) -> np.ndarray | None:
+    """Phases of flat vectors laid end to end, each given as ``(rho, var)``: its own phases
+    (period ``len(rho)``, counted from its first element) and variance map. The period is the
+    least common multiple of theirs (None above ``period_cap``). Pairs within a part keep their
+    covariance and pairs across parts are taken as uncorrelated, so sums stay exact."""
+    period = 1
+    for rho, _ in parts:
+        period = math.lcm(period, len(rho))
+    if period > period_cap:
+        return None
+    lags = min(max(rho.shape[1] for rho, _ in parts), MAX_SPAN + 1)
+    var_out = np.concatenate([np.reshape(v, -1) for _, v in parts])
+    c, d = np.arange(period)[:, None], np.arange(lags)[None, :]
+    cov = np.zeros((period, lags))
+    start = 0
+    for rho, var in parts:
+        n, own = len(var), len(rho)
+        sd = np.sqrt(np.maximum(per_phase(var, own), 0.0))
+        # i = c (mod P) with start <= i < start + n - d: both ends of the pair in this part
+        count = np.maximum((start + n - d - 1 - c) // period - (start - 1 - c) // period, 0)
+        local = (c - start) % own
+        r = np.zeros((period, lags))
+        r[:, : min(lags, rho.shape[1])] = rho[local[:, 0], :lags]
+        cov += count * sd[local] * sd[(local + d) % own] * r
+        start += n
+    sd_out = np.sqrt(np.maximum(per_phase(var_out, period), 0.0))
+    den = _pair_counts(len(var_out), period, lags) * sd_out[:, None] * sd_out[_partner(period, lags)]
+    out = np.clip(np.where(den > 0, cov / np.maximum(den, 1e-300), 0.0), -1.0, 1.0)
+    out[:, 0] = 1.0
+    return _trim(out)
 
 
 def crop(rho: np.ndarray, start: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from autoinit_nas import _links
 from autoinit_nas import _phases as phases
 from autoinit_nas._context import Context, Estimate
 from autoinit_nas._correlation import (
+    centered_corr,
     effective_count,
     fit_lags,
     global_mean_var,
@@ -212,12 +213,33 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
             # the parts' shapes side by side, for a function after the concatenation
             mixture = Mixture.stacked([mixture_or_gaussian(m, m.shape[-1]) for m in maps])
         out = Signal(mean, var, out_shape, mixture=mixture, corr=corr, xcorr=xcorr)
+        if len(out_shape) == 1 and xcorr is None:
+            out = _flat_concatenated(out, maps)
         return Estimate([merged_table(out, list(inputs)) if channels_axis else out])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
     mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs, strict=True)))
     second = float(sum(wi * x.second_moment for wi, x in zip(w, inputs, strict=True)))
     return Estimate([Signal.scalar(mean, second - mean**2, out_shape)])
+
+
+def _flat_concatenated(out: Signal, maps: list[Signal]) -> Signal:
+    """Flat vectors end to end: each keeps the correlation between its own elements (phases of
+    a layout, a stationary correlation, or a small vector's xcorr), for the layers that read
+    the result as a sequence. Past the phase budget, the stationary correlation only."""
+    parts = []
+    for m in maps:
+        rho = m.phase if m.phase is not None else _laid_out(m)
+        if rho is None:
+            rho = np.ones((1, 1)) if m.corr is None else m.corr[:, :1].T
+        parts.append((rho, np.broadcast_to(m.var, m.shape)))
+    if all(rho.shape[1] == 1 for rho, _ in parts):
+        return out  # every part white
+    rho = phases.concatenated(parts)
+    if rho is not None:
+        return phases.attach(out, rho)
+    stationary = [(phases.averaged(r, v, len(v)).T, v) for r, v in parts]
+    return replace(out, corr=phases.concatenated(stationary).T)
 
 
 # ---------------------------------------------------------------- regularization
@@ -681,6 +703,8 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         var = np.diagonal(cov).reshape(out_shape)
     else:
         var = (np.sum(x.var, axis=axes) / k**2).reshape(out_shape)
+    # positions that sum to zero (centered by a normalization): what is left is roundoff
+    var = np.where(var <= 1e-9 * float(np.mean(x.var)), 0.0, var)
     xcorr = _correlation_of_pooled(cov)
     table = table_of(x)
     if (xcorr is None and table is not None and white_positions(x) and len(out_shape) == 1
@@ -846,6 +870,12 @@ def _layer_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     gamma = _param_shape(ctx.value(layer.gamma) if getattr(layer, "gamma", None) is not None else None, x.shape, axes)
     beta = _param_shape(ctx.value(layer.beta) if getattr(layer, "beta", None) is not None else None, x.shape, axes)
     out = _normalize(x, axes, gamma, beta, float(layer.epsilon))
+    if out.is_map and len(x.shape) <= 2 and 0 in axes and (x.shape[-1] == 1 or axes == (0,)):
+        # each sample's mean over the positions is subtracted: they now sum to zero
+        shape = (x.shape[0], x.shape[-1] if len(x.shape) == 2 else 1)
+        corr = centered_corr(np.broadcast_to(out.var, x.shape).reshape(shape), out.corr)
+        out = replace(out, corr=corr, xcorr=sequence_xcorr(corr) if len(x.shape) == 2
+                      and x.shape[-1] == 1 and corr is not None else out.xcorr)
     table = table_of(x)
     if table is not None and out.is_map and axes == (len(x.shape) - 1,):
         # each position's channels are normalized by their own mean and spread: exact per value
