@@ -352,6 +352,13 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
         extra, xcorr = dense_flat(x.xcorr, np.broadcast_to(x.var, x.shape), kernel)
         pre, plan, std = _add_variance(pre, extra, plan, std, ctx, layer.kernel, None,
                                        layer.bias, xcorr)
+    elif (ctx.realized and x.is_map and len(x.shape) == 1 and pre.shape[-1] <= MAX_CHANNELS
+          and pre.shape[-1] > 1):
+        # independent features, but the units share them: Cov = W^T diag(var) W (a Dense of one
+        # feature gives units that are all +-1 correlated)
+        w = np.asarray(_final_kernel(layer.kernel, plan, ctx), float) \
+            * np.sqrt(np.maximum(np.broadcast_to(x.var, x.shape), 0.0))[:, None]
+        pre = replace(pre, xcorr=correlation_of((w.T @ w)[None]))
     else:
         pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k[None],
                                     bias_var=layer.bias)
