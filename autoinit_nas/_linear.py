@@ -19,7 +19,7 @@ import numpy as np
 
 from autoinit_nas import _phases as phases
 from autoinit_nas._context import Context, Estimate
-from autoinit_nas._correlation import conv_corr, flat_cross_variance
+from autoinit_nas._correlation import conv_corr, flat_cross_variance, global_mean_var
 from autoinit_nas._functions import (
     apply_function,
     is_identity,
@@ -51,7 +51,7 @@ from autoinit_nas._xcorr import (
 )
 from autoinit_nas.errors import SignalError
 
-__all__ = ["linear_estimate", "windows"]
+__all__ = ["linear_estimate", "sum_cov", "windows"]
 
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -311,6 +311,63 @@ def _sample_shape(layer: Any, node_output: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in node_output.shape[1:])
 
 
+def sum_cov(x: Signal) -> np.ndarray | None:
+    """``(C, C)`` covariance of a sequence's sum over its positions (a global average is it over
+    ``L^2``): as a chain of linear layers carried it (``meta['sum_cov']``, valid while the
+    signal's variance map is the one it was made with), or where it is exact from the signal
+    itself, a one-channel sequence (its phases, or its correlation over every lag it keeps).
+    The chain keeps what its correlations, cut at ``max_lag``, would lose: a laid-out map's
+    long-range pairs that cancel in the sum. None otherwise."""
+    if len(x.shape) != 2 or not x.is_map:
+        return None
+    kept = x.meta.get("sum_cov")
+    if kept is not None and kept[1] is x.var:
+        return kept[0]
+    if x.shape[-1] != 1:
+        return None
+    length = x.shape[0]
+    var = np.broadcast_to(x.var, x.shape)
+    if x.phase is not None:
+        total = phases.global_mean_var(x.phase, var[:, 0], length)
+    else:
+        total = float(global_mean_var(var, x.corr)[0])
+    return np.full((1, 1), length * length * total)
+
+
+def with_sum_cov(pre: Signal, cov: np.ndarray) -> Signal:
+    """``pre`` carrying ``cov`` as its position sum's covariance (see ``sum_cov``)."""
+    return replace(pre, meta={**pre.meta, "sum_cov": (cov, pre.var)})
+
+
+def _summed_through(layer: Any, x: Signal, pre: Signal, kernel: Any) -> Signal:
+    """The position sum's covariance through a stride-1 linear layer of final ``(taps, C, O)``
+    kernel: ``K^T S K`` with ``K`` the kernel summed over its taps, and the border: tap ``t``
+    never reads the elements its window slides past at one end, so the sum loses ``K_t^T x_i``
+    for those, taken as independent of the rest (exact when the positions sum to zero, and
+    small beside ``K^T S K`` otherwise)."""
+    if (len(pre.shape) != 2 or not pre.is_map
+            or any(int(v) != 1 for v in getattr(layer, "strides", (1,)))):
+        return pre
+    cov = sum_cov(x)
+    if cov is None:
+        return pre
+    kernel = np.asarray(kernel, float)
+    out = kernel.sum(axis=0).T @ cov @ kernel.sum(axis=0)
+    taps, length, out_len = kernel.shape[0], x.shape[0], pre.shape[0]
+    if taps > 1:
+        dilation = _as_int(getattr(layer, "dilation_rate", 1))
+        start = np.arange(taps) * dilation - left_padding(layer, length, (taps - 1) * dilation + 1)
+        idx = np.arange(length)
+        # missed[t, i]: tap t reads positions start_t .. start_t + out_len - 1 only
+        missed = (idx[None, :] < start[:, None]) | (idx[None, :] > start[:, None] + out_len - 1)
+        rows = np.nonzero(missed.any(axis=0))[0]
+        if len(rows):
+            lost = np.einsum("ti,tco->ico", missed[:, rows].astype(float), kernel)  # (n, C, O)
+            var = np.broadcast_to(x.var, x.shape)[rows]  # (n, C)
+            out = out + np.einsum("ico,ic,icp->op", lost, var, lost)
+    return with_sum_cov(pre, out)
+
+
 def _finish(layer: Any, pre: Signal, plan: dict, std: float | None, ctx: Context) -> Estimate:
     act = getattr(layer, "activation", None)
     if is_identity(act):
@@ -370,6 +427,8 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
         pre = _summed_mixture(x, pre, kernel[None], terms_only=True)  # still a sum of a few
         if pre.mixture is None:  # terms, or an affine image of one variable
             pre = _affine_image(x, pre, kernel)
+    if ctx.realized and len(x.shape) == 2:  # a Dense at every position of a sequence
+        pre = _summed_through(layer, x, pre, _final_kernel(layer.kernel, plan, ctx)[None])
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -628,6 +687,8 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
         if ctx.realized and len(ks) == 3 and _as_int(layer.dilation_rate) == 1:
             pre = _summed_mixture(x, pre, np.asarray(_final_kernel(layer.kernel, plan, ctx),
                                                      float))
+        if ctx.realized and len(ks) == 3:
+            pre = _summed_through(layer, x, pre, _final_kernel(layer.kernel, plan, ctx))
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -670,6 +731,9 @@ def _depthwise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
                 np.asarray(_final_kernel(kernel, plan, ctx), float)))
     if inputs[0].phase is not None and tuple(kernel.shape[1:]) == (1, 1) and pre.is_map:
         pre = _filtered_phase(layer, inputs[0], pre, _final_kernel(kernel, plan, ctx))
+    if ctx.realized and len(kernel.shape) == 3 and layer.data_format == "channels_last":
+        pre = _summed_through(layer, inputs[0], pre,
+                              _depthwise_as_full(np.asarray(_final_kernel(kernel, plan, ctx))))
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -728,6 +792,10 @@ def _separable(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
             if tabled is not None:
                 pre, plan2, std = tabled
     plan = {**plan, **plan2}
+    if ctx.realized and tracked and len(dk.shape) == 3:
+        full = _depthwise_as_full(np.asarray(_final_kernel(dk, plan, ctx), float))
+        pre = _summed_through(layer, x, pre,
+                              full @ np.asarray(_final_kernel(pk, plan, ctx), float)[0])
     return _finish(layer, pre, plan, std, ctx)
 
 

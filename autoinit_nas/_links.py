@@ -17,7 +17,9 @@ by two or more layers (a *fork* ``A``) starts a *link*, and the layers after it 
   P(j is the max) Cov(x_j, y)``, alike positions);
 * an elementwise function scales each channel by its Stein factor ``E[(x - mu) f(x)] / var``
   (exact for jointly Gaussian ``x`` and ``A``; through the Gaussian under ``x`` when known);
-* BatchNormalization scales each channel by ``gamma / sd``; dropout, noise, identity keep it;
+* BatchNormalization scales each channel by ``gamma / sd``; LayerNormalization over the
+  channels first takes each position's mean over the channels off (to first order in the
+  sample statistics); dropout, noise, identity keep it;
   cropping moves the offset; merges combine their inputs' links;
 * every other layer drops its links (its output is taken as independent, as before);
 * a global pooling of a linked sequence is, to first order, its mean over positions: two such
@@ -32,6 +34,7 @@ this is a product per frequency, ``G(w) = X_a(w) S_A(w)^-1 X_b(w)^H``, computed 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -347,6 +350,18 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
         var = normalization_stats(x, (0,))[1][0]
         gamma = _value(ctx, op.gamma) if op.gamma is not None else 1.0
         return _scaled(links, gamma / np.sqrt(var + float(op.epsilon)))
+    if isinstance(op, L.LayerNormalization):
+        from autoinit_nas._rules import _axes_of, normalization_stats
+
+        if _axes_of(op.axis, len(x.shape)) != (len(x.shape) - 1,):
+            return None
+        # to first order each position's channels less their mean, over their mean spread
+        var = float(np.mean(normalization_stats(x, (len(x.shape) - 1,))[1]))
+        gamma = _value(ctx, op.gamma) if op.gamma is not None else np.ones(x.shape[-1])
+        centered = {k: Link(v.x - v.x.mean(axis=1, keepdims=True), v.lo, v.r, v.o)
+                    for k, v in links.items()}
+        return _scaled(centered, np.broadcast_to(gamma / math.sqrt(var + float(op.epsilon)),
+                                                 (x.shape[-1],)))
     if isinstance(op, L.Cropping1D):
         a = int(op.cropping[0])
         return {k: Link(v.x, v.lo, v.r, v.o + a * v.r) for k, v in links.items()}

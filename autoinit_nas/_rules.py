@@ -39,7 +39,7 @@ from autoinit_nas._functions import (
     white_positions,
     with_table,
 )
-from autoinit_nas._linear import left_padding, windows
+from autoinit_nas._linear import left_padding, sum_cov, windows, with_sum_cov
 from autoinit_nas._mixture import Mixture, channel_moments, source_nodes
 from autoinit_nas._moments import (
     PiecewiseLinear,
@@ -51,6 +51,7 @@ from autoinit_nas._moments import (
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
+    MAX_CHANNELS,
     _center,
     channel_mean,
     concat_xcorr,
@@ -265,6 +266,10 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
         # each element is 0 or x / (1 - p): a mixture, not a Gaussian, for the next function
         channels = x.shape[-1] if out.is_map and x.shape else 1
         out = replace(out, mixture=mixture_or_gaussian(x, channels).dropped(p))
+    summed = sum_cov(x) if out.is_map and not isinstance(layer, _SPATIAL_DROPOUT) else None
+    if summed is not None:  # the masks' noise: independent at every element
+        noise = np.sum(np.broadcast_to(out.var, x.shape) - np.broadcast_to(x.var, x.shape), 0)
+        out = with_sum_cov(out, summed + np.diag(noise))
     return Estimate([out])
 
 
@@ -695,7 +700,11 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
     mean = np.mean(x.mean, axis=axes).reshape(out_shape)
     cov = _pooled_cov(x, axes, out_shape)
-    if x.phase is not None and x.shape[-1] == 1 and axes == (0,):  # every pair, by phase
+    summed = sum_cov(x) if axes == (0,) else None
+    if summed is not None:  # the sum's covariance, through linear layers (see sum_cov)
+        cov = summed / k**2 if cov is not None or len(summed) <= MAX_CHANNELS else None
+        var = (np.diagonal(summed) / k**2).reshape(out_shape)
+    elif x.phase is not None and x.shape[-1] == 1 and axes == (0,):  # every pair, by phase
         var = np.full(out_shape, phases.global_mean_var(x.phase, x.var, x.shape[0]))
     elif x.corr is not None and len(x.shape) == 2 and axes == (0,):
         var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)
@@ -854,7 +863,14 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         scale = g / np.sqrt(np.reshape(var, (-1, 1)) + float(layer.epsilon))
         out = with_table(out, (table[0] - np.reshape(mu, (-1, 1))) * scale + b, table[1],
                          linear=table_is_linear(x), root=table_root(x))
-    return Estimate([replace(out, phase=x.phase) if out.is_map else out])
+    summed = sum_cov(x) if out.is_map and ch == (nd - 1,) and nd == 2 else None
+    out = replace(out, phase=x.phase) if out.is_map else out
+    if summed is not None:  # a scale per channel (and a constant shift)
+        mu, var = normalization_stats(x, reduce_axes)
+        g = 1.0 if gamma is None else np.reshape(gamma, -1)
+        d = g / np.sqrt(np.reshape(var, -1) + float(layer.epsilon))
+        out = with_sum_cov(out, summed * d[:, None] * d[None, :])
+    return Estimate([out])
 
 
 @register_estimator(L.LayerNormalization)
