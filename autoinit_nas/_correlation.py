@@ -220,10 +220,17 @@ def global_mean_var(var: np.ndarray, corr: np.ndarray | None) -> np.ndarray:
     independent = np.sum(var, axis=0) / length**2
     if corr is None:
         return independent
+    lags = min(length, corr.shape[0])
+    if lags < 2:
+        return independent
     sd = np.sqrt(np.maximum(var, 0.0))
-    cross = np.zeros(var.shape[1])
-    for d in range(1, min(length, corr.shape[0])):  # both orders of each pair: 2x
-        cross += 2.0 * corr[d] * np.sum(sd[:-d] * sd[d:], axis=0)
+    if lags <= 48:  # few lags: directly (the FFT costs more than it saves)
+        pairs = np.stack([np.sum(sd[:-d] * sd[d:], axis=0) for d in range(1, lags)])
+    else:  # sum_p sd[p] sd[p + d] for every lag at once, by FFT
+        n = 1 << int(2 * length - 1).bit_length()
+        f = np.fft.rfft(sd, n=n, axis=0)
+        pairs = np.fft.irfft(f * np.conj(f), n=n, axis=0)[1:lags]
+    cross = 2.0 * np.sum(corr[1:lags] * pairs, axis=0)  # both orders of each pair
     return independent + cross / length**2
 
 

@@ -184,3 +184,19 @@ def test_a_global_average_after_linear_layers_reads_the_sum_they_carry(name: str
     report = initialize(model, seed=0).measure(model, samples=4096, seed=1)
     last = report.layers[-1]
     assert last.measured_var == pytest.approx(last.var, rel=tolerance), name
+
+
+@pytest.mark.parametrize("length, lags", [(30, 12), (700, 400)])
+def test_global_mean_var_is_the_sum_over_every_pair(length: int, lags: int) -> None:
+    # the long case sums the pairs by FFT
+    rng = np.random.default_rng(1)
+    var = rng.uniform(0.2, 2.0, (length, 2))
+    corr = np.zeros((lags, 2))
+    corr[0] = 1.0
+    corr[1:] = rng.uniform(-0.2, 0.2, (lags - 1, 2))
+    sd = np.sqrt(var)
+    d = np.abs(np.arange(length)[:, None] - np.arange(length)[None, :])
+    for c in range(2):
+        rho = np.where(d < lags, corr[np.minimum(d, lags - 1), c], 0.0)
+        want = np.sum(rho * sd[:, c, None] * sd[None, :, c]) / length**2
+        assert global_mean_var(var, corr)[c] == pytest.approx(want, rel=1e-10)
