@@ -51,7 +51,7 @@ from autoinit_nas._xcorr import (
 )
 from autoinit_nas.errors import SignalError
 
-__all__ = ["linear_estimate", "sum_cov", "windows"]
+__all__ = ["linear_estimate", "sum_cov", "windows", "with_sum_cov"]
 
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

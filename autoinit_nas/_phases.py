@@ -143,16 +143,15 @@ def rescale(rho: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarra
     return out
 
 
-def concatenated(parts: list[tuple[np.ndarray, np.ndarray]], period_cap: int = MAX_PERIOD
-                 ) -> np.ndarray | None:
+def concatenated(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
     """Phases of flat vectors laid end to end, each given as ``(rho, var)``: its own phases
     (period ``len(rho)``, counted from its first element) and variance map. The period is the
-    least common multiple of theirs (None above ``period_cap``). Pairs within a part keep their
+    least common multiple of theirs (None above ``MAX_PERIOD``). Pairs within a part keep their
     covariance and pairs across parts are taken as uncorrelated, so sums stay exact."""
     period = 1
     for rho, _ in parts:
         period = math.lcm(period, len(rho))
-    if period > period_cap:
+    if period > MAX_PERIOD:
         return None
     lags = min(max(rho.shape[1] for rho, _ in parts), MAX_SPAN + 1)
     var_out = np.concatenate([np.reshape(v, -1) for _, v in parts])
