@@ -28,6 +28,7 @@ __all__ = [
     "PARAMETERS",
     "UNARY_OPS",
     "Tree",
+    "denominators",
     "evaluate",
     "format_tree",
     "from_json_tree",
@@ -480,6 +481,16 @@ def evaluate(
         return np.broadcast_to(np.asarray(out, dtype=np.float64), x.shape).copy()
     # A tree without x (a constant) still has to give one value per element.
     return ops.add(ops.cast(out, x.dtype), ops.zeros_like(x)) if not _uses_x(tree) else out
+
+
+def denominators(tree: Tree, params: dict[str, Any] | None = None
+                 ) -> list[Callable[[np.ndarray], np.ndarray]]:
+    """NumPy evaluators of the denominators of ``tree``'s safe divisions that depend on x:
+    where one crosses zero the quotient has a spike about ``DIV_EPS`` wide, which a quadrature
+    has to look for (``_moments.gaussian_moments``)."""
+    found = [t[2] for _, t in subtrees(tree)
+             if isinstance(t, tuple) and t[0] == "div" and _uses_x(t[2])]
+    return [lambda x, d=d: evaluate(d, x, params, backend="numpy") for d in found]
 
 
 def _uses_x(tree: Tree) -> bool:

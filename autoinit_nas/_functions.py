@@ -159,7 +159,7 @@ def as_numpy_fn(fn: Callable[..., Any]) -> Callable[[np.ndarray], np.ndarray]:
 
 def _parametric_numpy(layer: Any) -> Callable[[np.ndarray], np.ndarray]:
     """A ParametricActivation in float64 NumPy, with its parameters read once."""
-    from autoinit_nas._expression import evaluate
+    from autoinit_nas._expression import denominators, evaluate
 
     tree, values = layer.tree, layer.parameter_values()
 
@@ -167,6 +167,7 @@ def _parametric_numpy(layer: Any) -> Callable[[np.ndarray], np.ndarray]:
         return evaluate(tree, x, values, backend="numpy")
 
     numpy_fn.__wrapped__ = layer  # type: ignore[attr-defined]
+    numpy_fn.denominators = denominators(tree, values)  # type: ignore[attr-defined]
     return numpy_fn
 
 
@@ -177,6 +178,10 @@ def _compose(outer: Callable, inner: Callable) -> Callable:
     def composed(x: np.ndarray) -> np.ndarray:
         return outer(inner(x))
 
+    spiky = getattr(outer, "denominators", None)
+    if spiky:  # the quotient's spikes, where the denominators of inner(x) cross zero
+        composed.denominators = [  # type: ignore[attr-defined]
+            lambda x, d=d: d(inner(x)) for d in spiky]
     return composed
 
 
