@@ -684,11 +684,11 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
             tabled = _tabulate(x, pre, plan, std, ctx, layer.kernel, layer.bias, lambda k: k[0])
             if tabled is not None:
                 pre, plan, std = tabled
-        if ctx.realized and len(ks) == 3 and _as_int(layer.dilation_rate) == 1:
-            pre = _summed_mixture(x, pre, np.asarray(_final_kernel(layer.kernel, plan, ctx),
-                                                     float))
         if ctx.realized and len(ks) == 3:
-            pre = _summed_through(layer, x, pre, _final_kernel(layer.kernel, plan, ctx))
+            final = np.asarray(_final_kernel(layer.kernel, plan, ctx), float)
+            if _as_int(layer.dilation_rate) == 1:
+                pre = _summed_mixture(x, pre, final)
+            pre = _summed_through(layer, x, pre, final)
     return _finish(layer, pre, plan, std, ctx)
 
 
@@ -726,14 +726,13 @@ def _depthwise(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Est
                                lambda k: _depthwise_as_full(k)[0])
             if tabled is not None:
                 pre, plan, std = tabled
-        if ctx.realized and len(kernel.shape) == 3 and _as_int(layer.dilation_rate) == 1:
-            pre = _summed_mixture(inputs[0], pre, _depthwise_as_full(
-                np.asarray(_final_kernel(kernel, plan, ctx), float)))
+        if ctx.realized and len(kernel.shape) == 3:
+            full = _depthwise_as_full(np.asarray(_final_kernel(kernel, plan, ctx), float))
+            if _as_int(layer.dilation_rate) == 1:
+                pre = _summed_mixture(inputs[0], pre, full)
+            pre = _summed_through(layer, inputs[0], pre, full)
     if inputs[0].phase is not None and tuple(kernel.shape[1:]) == (1, 1) and pre.is_map:
         pre = _filtered_phase(layer, inputs[0], pre, _final_kernel(kernel, plan, ctx))
-    if ctx.realized and len(kernel.shape) == 3 and layer.data_format == "channels_last":
-        pre = _summed_through(layer, inputs[0], pre,
-                              _depthwise_as_full(np.asarray(_final_kernel(kernel, plan, ctx))))
     return _finish(layer, pre, plan, std, ctx)
 
 

@@ -699,13 +699,12 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     if not x.is_map:
         return Estimate([Signal.scalar(x.total_mean, float(x.var) / k, out_shape)])
     mean = np.mean(x.mean, axis=axes).reshape(out_shape)
-    cov = _pooled_cov(x, axes, out_shape)
+    # a sequence's position sum (exact for one channel, phases included; see sum_cov)
     summed = sum_cov(x) if axes == (0,) else None
-    if summed is not None:  # the sum's covariance, through linear layers (see sum_cov)
-        cov = summed / k**2 if cov is not None or len(summed) <= MAX_CHANNELS else None
+    cov = None if summed is not None else _pooled_cov(x, axes, out_shape)
+    if summed is not None:
+        cov = summed / k**2 if len(summed) <= MAX_CHANNELS else None
         var = (np.diagonal(summed) / k**2).reshape(out_shape)
-    elif x.phase is not None and x.shape[-1] == 1 and axes == (0,):  # every pair, by phase
-        var = np.full(out_shape, phases.global_mean_var(x.phase, x.var, x.shape[0]))
     elif x.corr is not None and len(x.shape) == 2 and axes == (0,):
         var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)
     elif cov is not None:  # images: from the channels' cross-covariance
@@ -854,22 +853,21 @@ def _batch_norm(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
         sign = 1.0 if gamma is None else np.sign(np.reshape(gamma, -1))
         out = replace(out, mixture=mixture_or_gaussian(x, channels).matched(
             *channel_moments(out.mean, out.var, channels), sign))
-    table = table_of(x)
-    if table is not None and out.is_map and ch == (nd - 1,):
-        # an affine map per channel (the batch's statistics) keeps the joint table
-        mu, var = normalization_stats(x, reduce_axes)
-        g = 1.0 if gamma is None else np.reshape(gamma, (-1, 1))
-        b = 0.0 if beta is None else np.reshape(beta, (-1, 1))
-        scale = g / np.sqrt(np.reshape(var, (-1, 1)) + float(layer.epsilon))
-        out = with_table(out, (table[0] - np.reshape(mu, (-1, 1))) * scale + b, table[1],
-                         linear=table_is_linear(x), root=table_root(x))
-    summed = sum_cov(x) if out.is_map and ch == (nd - 1,) and nd == 2 else None
-    out = replace(out, phase=x.phase) if out.is_map else out
-    if summed is not None:  # a scale per channel (and a constant shift)
+    per_channel = out.is_map and ch == (nd - 1,)
+    table = table_of(x) if per_channel else None
+    summed = sum_cov(x) if per_channel and nd == 2 else None
+    if table is not None or summed is not None:
+        # an affine map per channel (the batch's statistics): each channel's shift and scale
         mu, var = normalization_stats(x, reduce_axes)
         g = 1.0 if gamma is None else np.reshape(gamma, -1)
-        d = g / np.sqrt(np.reshape(var, -1) + float(layer.epsilon))
-        out = with_sum_cov(out, summed * d[:, None] * d[None, :])
+        scale = g / np.sqrt(np.reshape(var, -1) + float(layer.epsilon))
+    if table is not None:  # keeps the joint table
+        b = 0.0 if beta is None else np.reshape(beta, (-1, 1))
+        out = with_table(out, (table[0] - np.reshape(mu, (-1, 1))) * scale[:, None] + b,
+                         table[1], linear=table_is_linear(x), root=table_root(x))
+    out = replace(out, phase=x.phase) if out.is_map else out
+    if summed is not None:  # and the position sum's covariance
+        out = with_sum_cov(out, summed * scale[:, None] * scale[None, :])
     return Estimate([out])
 
 
