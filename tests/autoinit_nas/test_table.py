@@ -166,7 +166,8 @@ def test_global_max_over_a_laid_out_table_reads_its_tails() -> None:
     # Genome 752's head: every unit a function of one value per position, laid out as one
     # channel, a 1x1 convolution, batch normalization, relu6 and a global max over the 640
     # positions. The positions are uneven (each is one of 16 units), and the max of Gaussians
-    # at their moments missed the table's heavy tail (kurtosis ~15): 0.23x the measured variance
+    # at their moments missed the table's heavy tail (kurtosis ~15): the head measured 2.26x
+    # its prediction here, genome 752's max 4.4x
     inp = keras.Input((40, 1))
     h = L.Dense(16)(L.Activation("hard_silu")(L.Dense(16)(inp)))
     h = L.Reshape((640, 1))(L.Flatten()(h))
