@@ -162,4 +162,14 @@ class Context:
                 "(e.g. an activation that is 0 everywhere, or a global average over positions "
                 "that a LayerNormalization made sum to zero)."
             )
+        if float(np.max(x.var, initial=0.0)) <= 1e-12 * ex2:
+            # a constant input (E[x^2] all mean): the layer's output cannot depend on the
+            # network's input, and no scale of its weights sets the variance it is asked for
+            raise SignalError(
+                f"Cannot scale the weights of {where}: its input is predicted constant (variance 0 "
+                f"at every element, E[x^2]={ex2!r} all from its mean). Expected an input that "
+                "varies with the network's input; an earlier layer maps everything to one value "
+                "(e.g. a constant activation, or a global max over values that are 0 in nearly "
+                "every sample)."
+            )
         return ex2

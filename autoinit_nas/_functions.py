@@ -178,10 +178,12 @@ def _compose(outer: Callable, inner: Callable) -> Callable:
     def composed(x: np.ndarray) -> np.ndarray:
         return outer(inner(x))
 
-    spiky = getattr(outer, "denominators", None)
-    if spiky:  # the quotient's spikes, where the denominators of inner(x) cross zero
-        composed.denominators = [  # type: ignore[attr-defined]
-            lambda x, d=d: d(inner(x)) for d in spiky]
+    # the quotients' spikes: where the denominators of outer cross zero at inner(x), and
+    # inner's own (softplus of a quotient was 2.7x low without them, genome 111)
+    spiky = [lambda x, d=d: d(inner(x)) for d in getattr(outer, "denominators", None) or []]
+    spiky += list(getattr(inner, "denominators", None) or [])
+    if spiky:
+        composed.denominators = spiky  # type: ignore[attr-defined]
     return composed
 
 

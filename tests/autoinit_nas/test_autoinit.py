@@ -159,6 +159,15 @@ def test_zero_second_moment_names_the_layer():
         initialize(model, seed=0)
 
 
+def test_constant_input_names_the_layer():
+    # E[x^2] = 1 but no variance: no weight scale gives the next layer's output variance 1
+    inp = keras.Input((10,))
+    h = L.Activation(lambda x: x * 0.0 + 1.0)(inp)
+    model = keras.Model(inp, L.Dense(4, name="after_one")(h))
+    with pytest.raises(SignalError, match="after_one.*predicted constant"):
+        initialize(model, seed=0)
+
+
 class Doubler(L.Layer):
     def call(self, x):
         return 2.0 * x

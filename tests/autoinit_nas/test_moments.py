@@ -194,3 +194,20 @@ def test_a_division_after_a_dense_layer_is_predicted(expression: str) -> None:
     report = initialize(model, seed=0).measure(model, samples=8192, seed=1)
     last = report.layers[-1]
     assert last.measured_var == pytest.approx(last.var, rel=0.1)
+
+
+def test_a_function_after_a_division_keeps_its_spike() -> None:
+    # the composed function integrates the inner quotient's spike too: softplus after
+    # min(x, beta)/(x - beta) measured 2.7x the prediction without (genome 111 of the 1,000)
+    import keras
+
+    from autoinit_nas import initialize
+    from autoinit_nas.parametric_activation import ParametricActivation
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((40, 1))
+    h = ParametricActivation("min(x, beta)/(x - beta)")(keras.layers.Dense(16)(keras.layers.Flatten()(x)))
+    model = keras.Model(x, keras.layers.Activation("softplus")(h))
+    report = initialize(model, seed=0).measure(model, samples=8192, seed=1)
+    last = report.layers[-1]
+    assert last.measured_var == pytest.approx(last.var, rel=0.1)
