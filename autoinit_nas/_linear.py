@@ -42,7 +42,6 @@ from autoinit_nas._xcorr import (
     MAX_CHANNELS,
     _lags,
     channel_mean,
-    conv_unit_corr,
     conv_var,
     conv_xcov,
     correlation_of,
@@ -198,11 +197,8 @@ def _correlate(
                                 pre.shape[0])
         if image is not None:  # conv_corr's extra is over z's independent terms
             extra = extra + _independent(var_c, kernel) - independent
-        if exact:  # the channels' correlation too (e.g. a wide Dense on a sequence): each
-            # unit's correlation between positions was 1.5x too strong at lag 1 without it
-            corr, lag0 = conv_unit_corr(x.xcorr, x.corr, var_c, kernel, _as_int(stride),
-                                        _as_int(dilation), x.shape[0], pre.shape[0])
-            extra = lag0 - independent
+        if exact:  # the channels' correlation too (e.g. a wide Dense on a sequence)
+            extra = conv_var(x.xcorr, x.corr, var_c, kernel, dilation, x.shape[:-1]) - independent
         out = _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var)
         return _as_image(x, image, kernel, ctx, out, kernel_var, kernel_nd, stride, dilation)
     xcorr = correlation_of(cov)

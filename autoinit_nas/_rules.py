@@ -717,12 +717,9 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     var = np.where(var <= 1e-9 * float(np.mean(x.var)), 0.0, var)
     xcorr = _correlation_of_pooled(cov)
     table = table_of(x)
-    if (xcorr is None and table is not None and len(out_shape) == 1
+    if (xcorr is None and table is not None and white_positions(x) and len(out_shape) == 1
             and axes == tuple(range(len(x.shape) - 1))):
-        # independent positions, each a draw of the table: the means covary as one draw / k.
-        # Correlated positions (a convolution before the table's functions) are taken to keep
-        # the channels' correlation at every lag that they have at lag 0 (exact when every
-        # channel is affine in the one variable; genome 974's logits 0.49x -> 1.01x)
+        # independent positions, each a draw of the table: the means covary as one draw / k
         xcorr = correlation_of(table_cov(table)[None])
     return Estimate([Signal(mean, var, out_shape, xcorr=xcorr)])
 

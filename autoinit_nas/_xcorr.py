@@ -48,7 +48,6 @@ __all__ = [
     "MAX_CHANNELS",
     "channel_mean",
     "concat_xcorr",
-    "conv_unit_corr",
     "conv_var",
     "conv_xcov",
     "correlation_of",
@@ -321,45 +320,19 @@ def conv_var(
     convolution with kernel ``(*taps, C, O)``: the diagonal of ``conv_xcov``'s lag 0, for
     outputs past the budget (only the input's ``C x C`` covariance is formed)."""
     rank = kernel.ndim - 2
-    g = _covariance(xcorr, corr, var_c, _as_tuple(in_size, rank))
-    return _unit_cov(g, kernel, np.asarray(_as_tuple(dilation, rank)), np.zeros(rank, int))
-
-
-def _unit_cov(g: np.ndarray, kernel: np.ndarray, dilations: np.ndarray, shift: np.ndarray
-              ) -> np.ndarray:
-    """Per output channel, ``sum_{j, j'} W[j]^T G[shift + dil (j' - j)] W[j']``: the covariance
-    of a convolution's outputs whose input windows start ``shift`` positions apart."""
-    rank = kernel.ndim - 2
     taps, (channels, outs) = kernel.shape[:rank], kernel.shape[rank:]
+    dilations = np.asarray(_as_tuple(dilation, rank))
+    g = _covariance(xcorr, corr, var_c, _as_tuple(in_size, rank))
     k_in = np.asarray(_center(g))
     tap = np.stack(np.meshgrid(*[np.arange(n) for n in taps], indexing="ij"), -1).reshape(-1, rank)
-    lag = shift + (tap[None, :, :] - tap[:, None, :]) * dilations  # (J, J', rank): j' - j
+    lag = (tap[None, :, :] - tap[:, None, :]) * dilations  # (J, J', rank): j' - j
     ok = np.all(np.abs(lag) <= k_in, axis=-1)
-    if not np.any(ok):
-        return np.zeros(outs)
     idx = np.ravel_multi_index(tuple(np.moveaxis(np.clip(lag + k_in, 0, 2 * k_in), -1, 0)),
                                g.shape[:rank])
     blocks = g.reshape(-1, channels, channels)[idx] * ok[..., None, None]  # (J, J', C, C)
     big = blocks.transpose(0, 2, 1, 3).reshape(len(tap) * channels, len(tap) * channels)
     w = kernel.reshape(-1, outs)
     return np.einsum("ao,ao->o", big @ w, w)
-
-
-def conv_unit_corr(xcorr: np.ndarray, corr: np.ndarray | None, var_c: np.ndarray,
-                   kernel: np.ndarray, stride: int, dilation: int, in_len: int, out_len: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """For a 1-D convolution (kernel ``(taps, C, O)``) with more outputs than the budget, on
-    channels whose correlation is known: each output channel's correlation between positions
-    ``(D + 1, O)`` and its lag-0 variance, from the input's ``C x C`` covariance at every lag
-    (no ``O x O`` matrix). Lags past the reach of the input's nonzero ones are 0."""
-    g = _covariance(xcorr, corr, var_c, in_len)
-    taps, outs = kernel.shape[0], kernel.shape[-1]
-    reach = (_support(g)[0] + dilation * (taps - 1)) // max(stride, 1)
-    top = min(out_len - 1, max_lag(outs), reach)
-    gamma = np.stack([_unit_cov(g, kernel, np.array([dilation]), np.array([stride * d]))
-                      for d in range(top + 1)])
-    var0 = np.maximum(gamma[0], 1e-300)
-    return gamma / var0[None, :], gamma[0]
 
 
 def rescale_xcorr(xcorr: np.ndarray | None, before: np.ndarray, after: np.ndarray

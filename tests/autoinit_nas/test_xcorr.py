@@ -261,30 +261,6 @@ def test_output_variance_past_the_budget_is_the_diagonal_of_the_full_rule(
     np.testing.assert_allclose(conv_var(xc, None, var_c, w, dilation, size), full, rtol=1e-12)
 
 
-@pytest.mark.parametrize("taps, stride, dilation", [(1, 1, 1), (5, 1, 2), (3, 2, 1)])
-def test_each_units_correlation_past_the_budget_is_the_full_rules(
-        taps: int, stride: int, dilation: int) -> None:
-    # conv_unit_corr: per output channel and lag, the diagonal of conv_xcov's output, without
-    # the O x O matrix (a Dense(100) on 16 correlated channels had its lag-1 correlation
-    # -0.28 where -0.18 was measured, taking the channels as independent)
-    from autoinit_nas._xcorr import conv_unit_corr
-
-    rng = np.random.default_rng(13)
-    first = rng.standard_normal((3, 1, 6))
-    xc = correlation_of(conv_xcov(None, None, np.ones(1), first, 1, 1, 40, 40))
-    var_c = rng.uniform(0.5, 2.0, 6)
-    w = rng.standard_normal((taps, 6, 9))
-    out_len = (40 - 1) // stride + 1
-    full = conv_xcov(xc, None, var_c, w, stride, dilation, 40, out_len)
-    k = len(full) // 2
-    gamma = np.diagonal(full[k:], axis1=1, axis2=2)  # (K' + 1, O)
-    corr, var0 = conv_unit_corr(xc, None, var_c, w, stride, dilation, 40, out_len)
-    np.testing.assert_allclose(var0, gamma[0], rtol=1e-12)
-    n = min(len(corr), len(gamma))
-    np.testing.assert_allclose(corr[:n], gamma[:n] / gamma[0], atol=1e-12)
-    assert np.all(gamma[n:] == 0.0)  # lags it leaves out are past the input's reach
-
-
 def test_wide_dense_on_a_sequence_gets_each_units_variance() -> None:
     # Dense(256) after a convolution of a one-channel sequence: the conv's 16 channels are
     # correlated, so each unit's variance w_o^T G w_o differs from unit to unit (coefficient of
