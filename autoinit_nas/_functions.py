@@ -180,8 +180,8 @@ def _compose(outer: Callable, inner: Callable) -> Callable:
 
     # the quotients' spikes: where the denominators of outer cross zero at inner(x), and
     # inner's own (softplus of a quotient was 2.7x low without them, genome 111)
-    spiky = [lambda x, d=d: d(inner(x)) for d in getattr(outer, "denominators", None) or []]
-    spiky += list(getattr(inner, "denominators", None) or [])
+    spiky = [lambda x, d=d: d(inner(x)) for d in getattr(outer, "denominators", ())]
+    spiky += getattr(inner, "denominators", ())
     if spiky:
         composed.denominators = spiky  # type: ignore[attr-defined]
     return composed
