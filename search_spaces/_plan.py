@@ -2,9 +2,10 @@
 
 The plan is the list of layers the builder will instantiate, in order, each with its Keras class
 name, constructor arguments, input names and output shape. Shape adaptation happens here: conv and
-pooling ops on flat vectors see them as 1-channel sequences, and merges bring their inputs to a
-common shape (global pooling or reshape to the lowest rank, average pooling and cropping to the
-smallest spatial size, and for ``add`` a 1x1 projection to the first input's channels). Because
+pooling ops on a flattened map see that map again (other flat vectors become 1-channel
+sequences), and merges bring their inputs to a common shape (global pooling or reshape to the
+lowest rank, average pooling and cropping to the smallest spatial size, and for ``add`` a 1x1
+projection to the first input's channels). Because
 it is pure Python, the plan also gives the layer and parameter counts cheaply (for NSGA-II).
 """
 
@@ -66,6 +67,9 @@ class _Planner:
     def __init__(self, input_shape: Shape) -> None:
         self.layers: list[LayerPlan] = []
         self.shapes: dict[str, Shape] = {INPUT: input_shape}
+        # flat vectors that lay out a map row-major (a Flatten, and elementwise ops after it):
+        # the map's shape, so that a spatial op can see the map again
+        self.layouts: dict[str, Shape] = {}
 
     def add(
         self,
@@ -85,10 +89,14 @@ class _Planner:
     # -- shape adapters ---------------------------------------------------------------------
 
     def spatial(self, src: str, base: str) -> str:
-        """Make ``src`` a sequence or image (flat vectors become 1-channel sequences)."""
+        """Make ``src`` a sequence or image: a flattened map becomes that map again, other flat
+        vectors (Dense units, pooled channels, a vector input) 1-channel sequences."""
         shape = self.shapes[src]
         if len(shape) >= 2:
             return src
+        if src in self.layouts:
+            new = self.layouts[src]
+            return self.add(f"{base}_as_map", "Reshape", src, new, target_shape=new)
         return self.add(f"{base}_as_seq", "Reshape", src, (shape[0], 1), target_shape=(shape[0], 1))
 
     def to_rank(self, src: str, rank: int, base: str) -> str:
@@ -177,6 +185,16 @@ class _Planner:
         return self.add(name, "Concatenate", srcs, out, axis=-1)
 
     def layer(self, node: Node, name: str) -> str:
+        out = self._layer(node, name)
+        src, shape = node.inputs[0], self.shapes[node.inputs[0]]
+        if node.op == "flatten" and len(shape) > 1:
+            self.layouts[out] = shape
+        elif len(shape) == 1 and self.shapes[out] == shape and node.op != "dense" \
+                and src in self.layouts:  # elementwise on the flat vector: the layout holds
+            self.layouts[out] = self.layouts[src]
+        return out
+
+    def _layer(self, node: Node, name: str) -> str:
         src = node.inputs[0]
         op, p = node.op, node.p
         shape = self.shapes[src]

@@ -182,6 +182,38 @@ def test_layer_norm_of_a_single_channel_map_normalizes_over_positions() -> None:
     assert genome_size(genome, task) == (len(model.layers) - 1, trainable)
 
 
+@pytest.mark.parametrize("task", TASKS[:2], ids=["sequence", "image"])
+def test_a_spatial_op_after_flatten_sees_the_flattened_map(task: TaskSpec) -> None:
+    """conv -> flatten -> activation -> conv: the second conv runs over the first conv's map
+    (same positions, its channels), not over a 1-channel sequence of every value; a Dense in
+    between (units, no layout) still gives a 1-channel sequence."""
+    nodes = (
+        Node.make("a", "conv", INPUT, filters=6, kernel_size=3, strides=1),
+        Node.make("f", "flatten", "a"),
+        Node.make("r", "activation", "f", function="relu"),
+        Node.make("c", "conv", "r", filters=4, kernel_size=3, strides=1),
+        Node.make("d", "dense", "f", units=9),
+        Node.make("p", "max_pool", "d", pool_size=2, strides=1),
+        Node.make("k", "concat", ["c", "p"]),
+    )
+    genome = NetworkGenome(nodes, "k", "global_max")
+    model = NetworkSearchSpace().build(genome, task, seed=0)
+    spatial = tuple(task.input_shape[:-1])
+    assert tuple(model.get_layer("c_as_map").output.shape[1:]) == (*spatial, 6)
+    assert tuple(model.get_layer("c_conv").output.shape[1:]) == (*spatial, 4)
+    assert tuple(model.get_layer("p_as_seq").output.shape[1:]) == (9, 1)
+    first = model.get_layer("a_conv")
+    x = _gaussian(task)
+    rebuilt = keras.Model(model.inputs, model.get_layer("c_as_map").output)
+    np.testing.assert_allclose(  # the reshape restores the map exactly (after the relu)
+        rebuilt.predict(x, verbose=0),
+        np.maximum(keras.Model(model.inputs, first.output).predict(x, verbose=0), 0),
+        rtol=1e-6,
+    )
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert genome_size(genome, task) == (len(model.layers) - 1, trainable)
+
+
 @pytest.mark.parametrize("chain", range(6))
 def test_random_chains_build_with_finite_autoinit_forward_pass(chain: int) -> None:
     rng = np.random.default_rng(100 + chain)
