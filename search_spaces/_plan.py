@@ -186,11 +186,13 @@ class _Planner:
 
     def layer(self, node: Node, name: str) -> str:
         out = self._layer(node, name)
-        src, shape = node.inputs[0], self.shapes[node.inputs[0]]
+        src = node.inputs[0]
+        shape = self.shapes[src]
         if node.op == "flatten" and len(shape) > 1:
             self.layouts[out] = shape
-        elif len(shape) == 1 and self.shapes[out] == shape and node.op != "dense" \
-                and src in self.layouts:  # elementwise on the flat vector: the layout holds
+        elif node.op != "dense" and src in self.layouts and self.shapes[out] == shape:
+            # an op that keeps the flat shape acts per element (or, for a normalization, over
+            # all of them): the values stay where the map put them
             self.layouts[out] = self.layouts[src]
         return out
 
