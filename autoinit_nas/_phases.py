@@ -50,6 +50,7 @@ __all__ = [
     "concatenated",
     "crop",
     "from_xcorr",
+    "to_xcorr",
     "function_phase",
     "global_mean_var",
     "per_phase",
@@ -82,6 +83,24 @@ def from_xcorr(xcorr: np.ndarray, length: int) -> np.ndarray | None:
     rho = np.where(dp <= k, xcorr[k + np.minimum(dp, k), np.arange(channels)[:, None], c2], 0.0)
     rho[:, 0] = 1.0
     return _trim(rho)
+
+
+def to_xcorr(rho: np.ndarray, positions: int) -> np.ndarray:
+    """The inverse of ``from_xcorr``: the ``(2K + 1, C, C)`` correlation between the channels of
+    the ``(positions, C)`` map that a sequence with phases ``rho`` (period ``C``) lays out,
+    channels fastest. ``Corr(x[p, a], x[p + d, b])`` is the phase-``a`` correlation at lag
+    ``d C + b - a``; lags past the tracked ones are 0 (they were cut as negligible)."""
+    channels, span = rho.shape
+    k = min(positions - 1, (span - 1 + channels - 1) // channels)
+    lag = np.arange(k + 1)[:, None, None] * channels + np.arange(channels)[None, None, :] \
+        - np.arange(channels)[None, :, None]  # (K + 1, C, C): element distance at (d, a, b)
+    a = np.broadcast_to(np.arange(channels)[None, :, None], lag.shape)
+    ahead = np.where((lag >= 0) & (lag < span), rho[a, np.clip(lag, 0, span - 1)], 0.0)
+    # at offset 0 the pairs with b < a are the phase-b correlations at lag a - b
+    ahead[0] = np.triu(ahead[0]) + np.triu(ahead[0], 1).T
+    out = np.concatenate([np.transpose(ahead[:0:-1], (0, 2, 1)), ahead])
+    out[k, np.arange(channels), np.arange(channels)] = 1.0
+    return out
 
 
 def per_phase(values: np.ndarray, period: int) -> np.ndarray:

@@ -355,8 +355,9 @@ def _moved_mixture(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> Mixture
 
 
 def _moved(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> dict[str, Any]:
-    """The correlations that a Flatten of a sequence, a one-channel layout of a flat vector or
-    a Cropping1D keep, as the fields of the moved signal (none for other movers)."""
+    """The correlations that a Flatten of a sequence, a one-channel layout of a flat vector, the
+    sequence a flat vector laid out or a Cropping1D keep, as the fields of the moved signal
+    (none for other movers)."""
     if isinstance(layer, L.Flatten) and len(x.shape) == 2:
         var_map = np.broadcast_to(x.var, x.shape)
         # the flat vector's positions in order, as a one-channel sequence would see them
@@ -376,6 +377,12 @@ def _moved(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> dict[str, Any]:
         # dropping positions at the ends keeps the correlations of those that stay
         start = int(layer.cropping[0])
         return {"phase": None if x.phase is None else phases.crop(x.phase, start)}
+    if _unlays(x, out_shape):
+        # the map a flat vector laid out, back (the search space's as_map): the phases hold
+        # every correlation between its channels within the tracked lags
+        xcorr = phases.to_xcorr(x.phase, out_shape[0])
+        corr = np.diagonal(xcorr[xcorr.shape[0] // 2:], axis1=1, axis2=2)
+        return {"corr": np.array(corr), "xcorr": xcorr, "phase": None}
     if _lays_out(x, out_shape):
         corr = x.corr
         if x.xcorr is not None:
@@ -391,6 +398,12 @@ def _laid_out(x: Signal) -> np.ndarray | None:
     if x.xcorr is None or len(x.shape) > 2 or x.xcorr.ndim != 3:
         return None
     return phases.from_xcorr(x.xcorr, int(np.prod(x.shape)))
+
+
+def _unlays(x: Signal, out_shape: tuple[int, ...]) -> bool:
+    """A flat vector with phases of period ``C`` reshaped to a ``(length, C)`` sequence."""
+    return (len(x.shape) == 1 and len(out_shape) == 2 and out_shape[-1] > 1
+            and x.phase is not None and x.phase.shape[0] == out_shape[-1])
 
 
 def _lays_out(x: Signal, out_shape: tuple[int, ...]) -> bool:

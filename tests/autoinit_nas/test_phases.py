@@ -192,3 +192,44 @@ def test_a_concatenation_of_flat_vectors_keeps_their_correlation() -> None:
     report = initialize(model, seed=0).measure(model, samples=4096, seed=1)
     last = report.layers[-1]
     assert last.measured_var == pytest.approx(last.var, rel=0.15)
+
+
+def test_to_xcorr_inverts_from_xcorr() -> None:
+    """A map's channel correlation, laid out as phases and read back, is the same (within the
+    lags the phases keep)."""
+    rng = np.random.default_rng(0)
+    length, channels, lags = 12, 5, 2
+    taps = rng.normal(size=(lags + 1, channels, channels))  # x[p] = sum_j A_j z[p + j]
+    cov = np.zeros((2 * lags + 1, channels, channels))
+    for d in range(-lags, lags + 1):
+        for j in range(lags + 1):
+            if 0 <= j + d <= lags:
+                cov[lags + d] += taps[j] @ taps[j + d].T
+    sd = np.sqrt(np.diagonal(cov[lags]))
+    xcorr = cov / sd[None, :, None] / sd[None, None, :]
+    back = _phases.to_xcorr(_phases.from_xcorr(xcorr, length * channels), length)
+    k = back.shape[0] // 2
+    np.testing.assert_allclose(back[k - lags:k + lags + 1], xcorr, atol=1e-12)
+    np.testing.assert_allclose(back[: k - lags], 0.0)  # beyond the map's lags: nothing
+
+
+@pytest.mark.parametrize("between", ["none", "tanh"])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_flattened_map_reshaped_back_keeps_its_channel_correlation(between: str,
+                                                                     seed: int) -> None:
+    """Flatten, (an activation,) Reshape back to the map (the search space's as_map), then a
+    1x1 convolution: its channels are all functions of one value per position, so the
+    convolution's variance depends on how they covary. Losing that at the reshape, measured
+    over predicted was 1.03, 0.97, 1.12 (none) and 1.10, 1.07, 1.20 (tanh) for seeds 0-2; now
+    within 1%."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((40, 1))
+    h = L.Conv1D(12, 3, padding="same")(L.Dense(12)(x))
+    flat = L.Flatten()(h)
+    if between != "none":
+        flat = L.Activation(between)(flat)
+    out = L.Conv1D(4, 1, name="out")(L.Reshape((40, 12))(flat))
+    model = keras.Model(x, out)
+    report = initialize(model, seed=seed).measure(model, samples=4096, seed=1)
+    last = next(e for e in report.layers if e.name == "out")
+    assert last.measured_var == pytest.approx(last.var, rel=0.025)
