@@ -347,10 +347,18 @@ def _moved_mixture(layer: Any, x: Signal, out_shape: tuple[int, ...]) -> Mixture
     if mix.channels == 1 or (out_shape and mix.channels == out_shape[-1]
                              and x.shape[-1] == out_shape[-1]):
         return mix
+    fields = (mix.atoms, mix.probs, mix.spread, mix.noise_mean, mix.noise_var)
     if isinstance(layer, L.Flatten) and len(out_shape) == 1 and mix.channels == x.shape[-1]:
         reps = int(np.prod(x.shape[:-1]))
-        return Mixture(*(np.tile(a, (reps,) + (1,) * (a.ndim - 1)) for a in
-                         (mix.atoms, mix.probs, mix.spread, mix.noise_mean, mix.noise_var)))
+        return Mixture(*(np.tile(a, (reps,) + (1,) * (a.ndim - 1)) for a in fields))
+    if len(x.shape) == 1 and len(out_shape) >= 2 and mix.channels == x.shape[0]:
+        # a flat vector's mixture per element, back to a map: one per channel when it repeats
+        # with the map's channels (as a Flatten lays them out)
+        c = out_shape[-1]
+        if all(np.array_equal(a.reshape(-1, c, *a.shape[1:]),
+                              np.broadcast_to(a[:c], (a.shape[0] // c, *a[:c].shape)))
+               for a in fields):
+            return Mixture(*(a[:c] for a in fields))
     return None
 
 
