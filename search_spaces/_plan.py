@@ -5,8 +5,8 @@ name, constructor arguments, input names and output shape. Shape adaptation happ
 pooling ops on a flattened map see that map again (other flat vectors become 1-channel
 sequences), and merges bring their inputs to a common shape (global pooling or reshape to the
 lowest rank, average pooling and cropping to the smallest spatial size, and for ``add`` a 1x1
-projection to the first input's channels). Because
-it is pure Python, the plan also gives the layer and parameter counts cheaply (for NSGA-II).
+projection to the first input's channels). Because it is pure Python, the plan also gives the
+layer and parameter counts cheaply (for NSGA-II).
 """
 
 from __future__ import annotations
