@@ -180,6 +180,8 @@ class _Planner:
         if node.op == "add":
             channels = shapes[0][-1]
             srcs = [self.project(s, channels, f"{node.id}_in{k}") for k, s in enumerate(srcs)]
+            if srcs[0] in self.layouts:  # a sum per element, in the first input's order
+                self.layouts[name] = self.layouts[srcs[0]]
             return self.add(name, "WeightedAdd", srcs, shapes[0])
         out = (*shapes[0][:-1], sum(s[-1] for s in shapes))
         return self.add(name, "Concatenate", srcs, out, axis=-1)

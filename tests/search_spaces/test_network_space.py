@@ -214,6 +214,24 @@ def test_a_spatial_op_after_flatten_sees_the_flattened_map(task: TaskSpec) -> No
     assert genome_size(genome, task) == (len(model.layers) - 1, trainable)
 
 
+def test_a_sum_with_a_flattened_map_keeps_its_layout() -> None:
+    """flatten(conv) + a Dense of the input (projected to the same size), then a conv: the sum
+    is per element in the flattened map's order, so the conv runs over that map."""
+    nodes = (
+        Node.make("a", "conv", INPUT, filters=5, kernel_size=3, strides=1),
+        Node.make("f", "flatten", "a"),
+        Node.make("d", "dense", INPUT, units=3),
+        Node.make("g", "flatten", "d"),
+        Node.make("u", "dense", "g", units=7),
+        Node.make("m", "add", ["f", "u"]),
+        Node.make("c", "conv", "m", filters=4, kernel_size=3, strides=1),
+    )
+    task = TaskSpec((40, 1), 10)
+    model = NetworkSearchSpace().build(NetworkGenome(nodes, "c", "global_avg"), task, seed=0)
+    assert tuple(model.get_layer("c_as_map").output.shape[1:]) == (40, 5)
+    assert tuple(model.get_layer("c_conv").output.shape[1:]) == (40, 4)
+
+
 @pytest.mark.parametrize("chain", range(6))
 def test_random_chains_build_with_finite_autoinit_forward_pass(chain: int) -> None:
     rng = np.random.default_rng(100 + chain)
