@@ -40,12 +40,14 @@ from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import (
     MAX_CHANNELS,
+    MAX_FLAT,
     _lags,
     channel_mean,
     conv_var,
     conv_xcov,
     correlation_of,
     dense_flat,
+    global_mean_cov,
     lag_zero,
     per_channel_corr,
 )
@@ -349,6 +351,10 @@ def _summed_through(layer: Any, x: Signal, pre: Signal, kernel: Any) -> Signal:
             or any(int(v) != 1 for v in getattr(layer, "strides", (1,)))):
         return pre
     cov = sum_cov(x)
+    if cov is None and x.xcorr is not None and pre.shape[-1] > MAX_CHANNELS:
+        # the output's correlation is past the budget: its position sum's is not (a wide head)
+        cov = x.shape[0] ** 2 * global_mean_cov(x.xcorr, channel_mean(x.var, x.shape),
+                                                 x.shape[:-1])
     if cov is None:
         return pre
     kernel = np.asarray(kernel, float)
@@ -409,7 +415,7 @@ def _dense(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
         extra, xcorr = dense_flat(x.xcorr, np.broadcast_to(x.var, x.shape), kernel)
         pre, plan, std = _add_variance(pre, extra, plan, std, ctx, layer.kernel, None,
                                        layer.bias, xcorr)
-    elif (ctx.realized and x.is_map and len(x.shape) == 1 and pre.shape[-1] <= MAX_CHANNELS
+    elif (ctx.realized and x.is_map and len(x.shape) == 1 and pre.shape[-1] <= MAX_FLAT
           and pre.shape[-1] > 1):
         # independent features, but the units share them: Cov = W^T diag(var) W (a Dense of one
         # feature gives units that are all +-1 correlated)

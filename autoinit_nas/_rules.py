@@ -52,6 +52,7 @@ from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
     MAX_CHANNELS,
+    MAX_FLAT,
     _center,
     channel_mean,
     concat_xcorr,
@@ -726,7 +727,7 @@ def _global_avg(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     summed = sum_cov(x) if axes == (0,) else None
     cov = None if summed is not None else _pooled_cov(x, axes, out_shape)
     if summed is not None:
-        cov = summed / k**2 if len(summed) <= MAX_CHANNELS else None
+        cov = summed / k**2 if len(summed) <= MAX_FLAT else None
         var = (np.diagonal(summed) / k**2).reshape(out_shape)
     elif x.corr is not None and len(x.shape) == 2 and axes == (0,):
         var = global_mean_var(np.broadcast_to(x.var, x.shape), x.corr).reshape(out_shape)

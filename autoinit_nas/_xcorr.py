@@ -46,6 +46,7 @@ from autoinit_nas._correlation import hermite_shares, max_lag
 
 __all__ = [
     "MAX_CHANNELS",
+    "MAX_FLAT",
     "channel_mean",
     "concat_xcorr",
     "conv_var",
@@ -66,6 +67,9 @@ __all__ = [
 
 #: Channel count above which cross-channel correlation is not tracked (cost ~ C^3 per layer).
 MAX_CHANNELS = 96
+#: The same for flat vectors (a global pooling's output, a Dense on it): one ``C x C`` matrix
+#: and no lags (a Dense on it costs ``C^2 O``), so a wide head keeps its correlation.
+MAX_FLAT = 256
 #: Lags kept per spatial axis for images and volumes (sequences: ``max_lag``): the cost of a
 #: convolution grows as ``(2 K + 1)^rank``, and the correlation of a 3x3 stack decays within a
 #: few positions.
@@ -392,11 +396,11 @@ def dense_flat(xcorr: np.ndarray, var: np.ndarray, kernel: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray | None]:
     """Dense on a flat vector with correlation ``xcorr`` (1, C, C) and variances ``var`` (C,):
     per unit, the variance the cross terms add, and the output correlation (1, O, O) (``None``
-    for more than ``MAX_CHANNELS`` units)."""
+    for more than ``MAX_FLAT`` units)."""
     sd = np.sqrt(np.maximum(var, 0.0))
     cov = xcorr[0] * sd[:, None] * sd[None, :]
     independent = np.einsum("co,c->o", np.square(kernel), np.maximum(var, 0.0))
-    if kernel.shape[1] > MAX_CHANNELS:  # per unit only: w_o^T C w_o, no O x O matrix
+    if kernel.shape[1] > MAX_FLAT:  # per unit only: w_o^T C w_o, no O x O matrix
         return np.einsum("co,cC,Co->o", kernel, cov, kernel, optimize=True) - independent, None
     out = kernel.T @ cov @ kernel
     return np.diagonal(out) - independent, correlation_of(out[None])

@@ -414,6 +414,24 @@ def test_wide_layers_of_few_channels_stay_convolutions_of_them() -> None:
     assert max(abs(r - 1.0) for r in ratios) < 0.05, ratios
 
 
+@pytest.mark.parametrize("wide", [128, 256])
+def test_a_wide_pooled_head_keeps_its_channels_correlation(wide: int) -> None:
+    # Dense(128 or 256) on 16 correlated channels (a convolution of a selu of one): past the
+    # channel budget, so the map's correlation is not tracked, but its position sum's is
+    # (K^T S K from the 16 channels' S), and the pooled head keeps it as a flat vector's: the
+    # logits' w^T C w. Taken as independent features the logits were 0.35-0.6x.
+    x = np.random.default_rng(5).standard_normal((4096, 40, 1)).astype("float32")
+    ratios = []
+    for seed in range(3):
+        inp = keras.Input((40, 1))
+        h = L.Conv1D(16, 5, padding="same", activation="selu")(inp)
+        h = L.Dense(wide)(L.Dense(16)(L.Conv1D(32, 5, padding="same")(h)))
+        h = L.GlobalAveragePooling1D()(h)
+        model = keras.Model(inp, L.Dense(10, name="logits")(h))
+        ratios.append(_logit_ratio(model, x, seed))
+    assert max(abs(r - 1.0) for r in ratios) < 0.06, ratios
+
+
 @pytest.mark.parametrize("units, then", [(32, None), (32, "abs"), (16, "tanh")])
 def test_units_of_a_dense_on_independent_features_covary(units: int, then: str | None) -> None:
     # Dense of one feature: every unit is w_u m, all +-1 correlated, whatever the input; laid
