@@ -208,21 +208,21 @@ def test_concatenated_branches_keep_their_channel_correlation() -> None:
 
 
 def test_wide_dense_on_a_correlated_vector_adds_per_unit_terms_without_the_full_matrix() -> None:
-    # a Dense layer of more than MAX_CHANNELS units gets w_o^T C w_o per unit; its output
+    # a Dense layer of more than MAX_FLAT units gets w_o^T C w_o per unit; its output
     # correlation (units x units) is not formed (a 3-feature vector into 15,000 units took 6 GB)
-    from autoinit_nas._xcorr import MAX_CHANNELS, dense_flat
+    from autoinit_nas._xcorr import MAX_FLAT, dense_flat
 
     rng = np.random.default_rng(9)
     rho = np.array([[1.0, 0.6, -0.2], [0.6, 1.0, 0.3], [-0.2, 0.3, 1.0]])
     var = np.array([1.0, 2.0, 0.5])
-    kernel = rng.standard_normal((3, MAX_CHANNELS + 1))
+    kernel = rng.standard_normal((3, MAX_FLAT + 1))
     extra, xcorr = dense_flat(rho[None], var, kernel)
     cov = rho * np.sqrt(var)[:, None] * np.sqrt(var)[None, :]
     expected = np.diagonal(kernel.T @ cov @ kernel) - (kernel**2).T @ var
     np.testing.assert_allclose(extra, expected, rtol=1e-12, atol=1e-12)
     assert xcorr is None
-    _, small = dense_flat(rho[None], var, kernel[:, :MAX_CHANNELS])
-    assert small.shape == (1, MAX_CHANNELS, MAX_CHANNELS)
+    _, small = dense_flat(rho[None], var, kernel[:, :MAX_FLAT])
+    assert small.shape == (1, MAX_FLAT, MAX_FLAT)
 
 
 def test_flattened_correlation_of_many_independent_channels_matches_the_general_rule() -> None:
