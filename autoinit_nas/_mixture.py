@@ -236,6 +236,33 @@ class Mixture:
         n = np.broadcast_to(np.asarray(count, float), (self.channels,))[:, None]
         return values, np.diff(cdf**n, axis=1, prepend=0.0)
 
+    def max_of(self, rows: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of ``max_j x[rows[w, j]]`` over the members ``inside[w, j]`` of
+        each window ``w``, the members independent draws of their own channels (a flat vector
+        laid out as one channel: each element its own distribution). Exact for the discretized
+        mixtures: the window's CDF is the product of its members' on their values."""
+        sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
+        z, u = _hermite(MAX_NODES) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
+        values = ((self.atoms + self.noise_mean[:, None])[:, :, None]
+                  + sd[:, :, None] * z).reshape(self.channels, -1)
+        probs = (self.probs[:, :, None] * u).reshape(self.channels, -1)
+        order = np.argsort(values, axis=1, kind="stable")
+        values = np.take_along_axis(values, order, axis=1)
+        cdf = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
+        cdf = np.clip(cdf / np.maximum(cdf[:, -1:], 1e-300), 0.0, 1.0)
+        mean, var = np.zeros(len(rows)), np.zeros(len(rows))
+        for w, (row, keep) in enumerate(zip(rows, inside, strict=True)):
+            members = row[keep]
+            grid = np.sort(values[members].ravel())
+            total = np.ones(len(grid))
+            for m in members:  # F_m(t): the mass of member m's values <= t
+                at = np.searchsorted(values[m], grid, side="right")
+                total *= np.where(at > 0, cdf[m][np.maximum(at - 1, 0)], 0.0)
+            mass = np.diff(total, prepend=0.0)
+            first = float(np.sum(mass * grid))
+            mean[w], var[w] = first, max(float(np.sum(mass * grid**2)) - first**2, 0.0)
+        return mean, var
+
     def _discretize(self, fn: Callable[[np.ndarray], np.ndarray], nodes: int) -> Mixture:
         """The distribution of ``fn(A + N)`` as atoms (N discretized by Gauss-Hermite; atoms
         without spread, as a table's, stay one value each)."""

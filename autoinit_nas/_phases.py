@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 
 from autoinit_nas._correlation import HERMITE_NODES, HERMITE_ORDER, _hermite_table
-from autoinit_nas._moments import clark_max_of, normal_cdf, normal_pdf
+from autoinit_nas._moments import normal_cdf, normal_pdf
 from autoinit_nas._signal import Signal
 from autoinit_nas._xcorr import MAX_CHANNELS, sequence_xcorr
 
@@ -48,6 +48,7 @@ __all__ = [
     "attach",
     "averaged",
     "concatenated",
+    "correlation",
     "crop",
     "from_xcorr",
     "to_xcorr",
@@ -56,7 +57,6 @@ __all__ = [
     "per_phase",
     "rescale",
     "window",
-    "window_max",
 ]
 
 #: Periods beyond the channel budget of ``_xcorr`` are not tracked (their maps have no xcorr).
@@ -225,13 +225,17 @@ def function_phase(rho: np.ndarray, mean: np.ndarray, var: np.ndarray,
     return _trim(acc)
 
 
-def _covariance(rho: np.ndarray, sd: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """``Cov(x_i, x_j)`` for arrays of element indices (stationary across periods)."""
+def correlation(rho: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``Corr(x_i, x_j)`` for arrays of element indices (stationary across periods)."""
     period, lags = rho.shape
     lo, d = np.minimum(i, j), np.abs(j - i)
-    inside = d < lags
-    return np.where(inside, rho[lo % period, np.minimum(d, lags - 1)], 0.0) \
-        * sd[i % period] * sd[j % period]
+    return np.where(d < lags, rho[lo % period, np.minimum(d, lags - 1)], 0.0)
+
+
+def _covariance(rho: np.ndarray, sd: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``Cov(x_i, x_j)`` for arrays of element indices, ``sd`` per phase."""
+    period = len(rho)
+    return correlation(rho, i, j) * sd[i % period] * sd[j % period]
 
 
 @lru_cache(maxsize=16)
@@ -282,20 +286,6 @@ def window(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, weights: np.ndarr
     out = np.clip(out, -1.0, 1.0)
     out[:, 0] = 1.0
     return _trim(out), v
-
-
-def window_max(rho: np.ndarray, var: np.ndarray, mean: np.ndarray, size: int, stride: int,
-               pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of the maximum over each window of ``size`` Gaussian elements, per
-    output phase, by Clark's method for correlated values (the members of a window are
-    different channels of the map: uneven and, after a layer with one input channel, strongly
-    correlated; taken as alike and with an effective count the variance was 40% low)."""
-    period = len(rho)
-    sd = np.sqrt(per_phase(var, period))
-    mu = per_phase(mean, period)
-    idx = _window_starts(period, stride, pad)[1][:, None] + np.arange(size)[None, :]  # (P', s)
-    cov = _covariance(rho, sd, idx[:, :, None], idx[:, None, :])  # (P', s, s)
-    return clark_max_of(mu[idx % period], cov)
 
 
 def _second_order(mu: np.ndarray, a: np.ndarray, g: np.ndarray, size: int) -> np.ndarray:

@@ -51,7 +51,6 @@ from autoinit_nas._moments import (
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
 from autoinit_nas._xcorr import (
-    MAX_CHANNELS,
     MAX_FLAT,
     _center,
     channel_mean,
@@ -336,6 +335,11 @@ def _mover(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimat
             out = replace(out, source=replace(out.source, **kept))
         if x.mixture is not None:
             out = replace(out, mixture=_moved_mixture(layer, x, out_shape))
+            if (out.mixture is None and len(x.shape) == 1 and out_shape == (x.shape[0], 1)
+                    and x.mixture.channels == x.shape[0]):
+                # a flat vector laid out as one channel: each element keeps its own shape,
+                # for a max pooling over neighbours (_window_maxima)
+                out = replace(out, meta={**out.meta, "elements": x.mixture})
     return Estimate([out])
 
 
@@ -654,6 +658,11 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     return Estimate([_pooled_phase(layer, x, out, None) if x.phase is not None else out])
 
 
+#: Largest correlation between a window's members that ``_window_maxima`` takes as independent
+#: draws of their own shapes (above it: Gaussian members, correlated, by Clark's method).
+MAX_INDEPENDENT_CORR = 0.1
+
+
 def _window_maxima(layer: Any, x: Signal, n_out: int) -> tuple[np.ndarray, np.ndarray] | None:
     """For a one-channel sequence of Gaussian values that lays out a map: the mean and
     variance of each window's maximum by Clark's method over the window's own members, which
@@ -664,25 +673,33 @@ def _window_maxima(layer: Any, x: Signal, n_out: int) -> tuple[np.ndarray, np.nd
             and x.mixture is None):
         return None
     size, stride = _pool_1d(layer)
-    if x.phase is not None:
-        m, v = phases.window_max(x.phase, np.broadcast_to(x.var, x.shape),
-                                 np.broadcast_to(x.mean, x.shape), size, stride,
-                                 left_padding(layer, x.shape[0], size))
-        return np.resize(m, n_out)[:, None].astype(float), np.resize(v, n_out)[:, None]
 
     def members(m: Any) -> np.ndarray:
         return windows(np.broadcast_to(m, x.shape)[None].astype(float), (size,), layer)[0][:, 0]
 
     mean, var, inside = members(x.mean), members(x.var), members(np.ones(x.shape)) > 0
-    if not _uneven(np.where(inside, mean, mean[:, :1]).T, np.where(inside, var, var[:, :1]).T):
+    if x.phase is None and not _uneven(np.where(inside, mean, mean[:, :1]).T,
+                                       np.where(inside, var, var[:, :1]).T):
         return None
     mean = np.where(inside, mean, -1e30)  # padding never wins a maximum
-    lag = np.abs(np.arange(size)[:, None] - np.arange(size)[None, :])
-    corr = _positions_corr(x)[:, 0]
-    rho = np.where(lag < len(corr), corr[np.minimum(lag, len(corr) - 1)], 0.0)
+    at = members(np.arange(x.shape[0])[:, None]).astype(int)  # each member's element
+    if x.phase is not None:  # each window's own members: a layout need not repeat (a concat)
+        rho = phases.correlation(x.phase, at[:, :, None], at[:, None, :])
+    else:
+        lag = np.abs(np.arange(size)[:, None] - np.arange(size)[None, :])
+        corr = _positions_corr(x)[:, 0]
+        rho = np.where(lag < len(corr), corr[np.minimum(lag, len(corr) - 1)], 0.0)[None]
     sd = np.sqrt(var)
-    cov = sd[:, :, None] * sd[:, None, :] * rho[None]
+    cov = sd[:, :, None] * sd[:, None, :] * rho
     m, v = clark_max_of(mean, cov)
+    elements = x.meta.get("elements")
+    if elements is not None and elements.channels == x.shape[0]:
+        # windows of independent members, each of its own (non-Gaussian) shape: the product
+        # of their CDFs (as Gaussians, heavy-tailed elements' maximum of 3 was 4.4x predicted)
+        pairs = inside[:, :, None] & inside[:, None, :]
+        alone = np.all(np.abs(rho - np.eye(size)) * pairs <= MAX_INDEPENDENT_CORR, axis=(1, 2))
+        if np.any(alone):
+            m[alone], v[alone] = elements.max_of(at[alone], inside[alone])
     return m[:, None], v[:, None]
 
 

@@ -132,6 +132,45 @@ def test_maximum_of_mixture_draws_matches_monte_carlo():
     assert abs(var[0] / draws.max(axis=1).var() - 1.0) < 0.05, var
 
 
+def test_maximum_over_windows_of_unlike_independent_elements_matches_monte_carlo():
+    from autoinit_nas._mixture import Mixture
+
+    # each element its own shape: exp of N(0, s^2) (heavy right tails of unlike sizes) and
+    # Gaussians of unlike means; windows of three and a window cut by padding
+    rng = np.random.default_rng(6)
+    scales = np.array([0.5, 0.8, 1.0, 0.6, 0.9])
+    mix = Mixture.stacked([Mixture.of_function(np.exp, np.zeros(5), scales**2),
+                           Mixture.gaussian(np.array([-1.0, 0.0, 2.0]), np.array([1.0, 4.0, 0.25]))])
+    g = rng.standard_normal((400_000, 8))
+    draws = np.concatenate([np.exp(g[:, :5] * scales),
+                            np.array([-1.0, 0.0, 2.0]) + g[:, 5:] * np.array([1.0, 2.0, 0.5])], 1)
+    rows = np.array([[0, 1, 2], [2, 3, 4], [4, 5, 6], [6, 7, 0]])
+    inside = np.array([[True] * 3] * 3 + [[True, True, False]])
+    mean, var = mix.max_of(rows, inside)
+    for w, (row, keep) in enumerate(zip(rows, inside, strict=True)):
+        top = draws[:, row[keep]].max(axis=1)
+        assert abs(mean[w] / top.mean() - 1.0) < 0.01, (w, mean[w], top.mean())
+        assert abs(var[w] / top.var() - 1.0) < 0.04, (w, var[w], top.var())
+
+
+def test_max_pooling_of_a_laid_out_concatenation_sees_each_elements_shape():
+    # a flat concatenation of small pooled features and skewed ones (a batch-normalized x^2),
+    # laid out as one channel and max pooled over 3: the skewed windows' maximum has more
+    # variance than a Gaussian one, and the layout does not repeat with the features' period.
+    # Before (per phase of a period of 16, as Gaussians): measured 2.4x the predicted
+    x = keras.Input((40, 1))
+    small = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(16, 3, padding="same")(x))
+    heavy = keras.layers.BatchNormalization()(
+        keras.layers.Flatten()(keras.layers.Activation(keras.ops.square)(x)))
+    flat = keras.layers.Concatenate()([small, heavy])
+    seq = keras.layers.Reshape((56, 1))(flat)
+    out = keras.layers.MaxPooling1D(3, strides=2, padding="same", name="max")(seq)
+    model = keras.Model(x, out)
+    report = initialize(model, seed=0).measure(model, samples=16384, seed=1)
+    last = report.layers[-1]
+    assert last.measured_var == pytest.approx(last.var, rel=0.05)
+
+
 @pytest.mark.parametrize("first, pool", [("exponential", "global"), ("dropout", "global"),
                                          ("dropout", "window")])
 def test_maximum_of_a_non_gaussian_signal_sees_its_mixture(first, pool):
