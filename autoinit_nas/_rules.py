@@ -644,7 +644,7 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         x_corr = _positions_corr(x)
         count = np.minimum(count, effective_count(x_corr, size)[None, :])
         corr = pool_corr(x_corr, size, stride, out_shape[0])
-    maxima = _window_maxima(layer, x, out_shape[0])
+    maxima = _window_maxima(layer, x)
     out = _max_from(x, avg(pm), avg(pv), count, out_shape) if maxima is None else \
         x.like(*maxima, out_shape)
     out = replace(out, corr=corr, xcorr=_window_xcorr(layer, x, out_shape, out))
@@ -663,12 +663,13 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
 MAX_INDEPENDENT_CORR = 0.1
 
 
-def _window_maxima(layer: Any, x: Signal, n_out: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """For a one-channel sequence of Gaussian values that lays out a map: the mean and
-    variance of each window's maximum by Clark's method over the window's own members, which
-    are the map's channels (uneven, and correlated as the phases say; without phases as the
-    sequence's average correlation says, 0 within a position). None where the rule for alike
-    values applies (other maps, or windows of alike values)."""
+def _window_maxima(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a one-channel sequence that lays out a map or a flat vector: the mean and variance
+    of each window's maximum over the window's own members (uneven, and correlated as the
+    phases say at their elements; without phases as the sequence's average correlation says),
+    by Clark's method for Gaussian members, or exactly for independent members whose own
+    shapes the layout kept (``meta['elements']``). None where the rule for alike values
+    applies (other maps, or windows of alike values)."""
     if not (len(x.shape) == 2 and x.shape[-1] == 1 and x.is_map and x.source is None
             and x.mixture is None):
         return None
