@@ -222,25 +222,9 @@ class Mixture:
         re-binned (its shape, for a function after a max pooling)."""
         return Mixture.rebinned(*self._max_distribution(count))
 
-    def _max_distribution(self, count: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted values (C, n) and their probabilities as the maximum of ``count`` draws."""
-        sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
-        z, u = _hermite(MAX_NODES) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
-        values = (self.atoms + self.noise_mean[:, None])[:, :, None] + sd[:, :, None] * z
-        probs = (self.probs[:, :, None] * u).reshape(self.channels, -1)
-        values = values.reshape(self.channels, -1)
-        order = np.argsort(values, axis=1, kind="stable")
-        values = np.take_along_axis(values, order, axis=1)
-        cdf = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
-        cdf = np.clip(cdf / np.maximum(cdf[:, -1:], 1e-300), 0.0, 1.0)
-        n = np.broadcast_to(np.asarray(count, float), (self.channels,))[:, None]
-        return values, np.diff(cdf**n, axis=1, prepend=0.0)
-
-    def max_of(self, rows: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and variance of ``max_j x[rows[w, j]]`` over the members ``inside[w, j]`` of
-        each window ``w``, the members independent draws of their own channels (a flat vector
-        laid out as one channel: each element its own distribution). Exact for the discretized
-        mixtures: the window's CDF is the product of its members' on their values."""
+    def _sorted_cdf(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, every component discretized by ``MAX_NODES`` Gauss-Hermite nodes (atoms
+        alone stay one value each): the sorted values (C, n) and the CDF at each."""
         sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
         z, u = _hermite(MAX_NODES) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
         values = ((self.atoms + self.noise_mean[:, None])[:, :, None]
@@ -249,7 +233,20 @@ class Mixture:
         order = np.argsort(values, axis=1, kind="stable")
         values = np.take_along_axis(values, order, axis=1)
         cdf = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
-        cdf = np.clip(cdf / np.maximum(cdf[:, -1:], 1e-300), 0.0, 1.0)
+        return values, np.clip(cdf / np.maximum(cdf[:, -1:], 1e-300), 0.0, 1.0)
+
+    def _max_distribution(self, count: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted values (C, n) and their probabilities as the maximum of ``count`` draws."""
+        values, cdf = self._sorted_cdf()
+        n = np.broadcast_to(np.asarray(count, float), (self.channels,))[:, None]
+        return values, np.diff(cdf**n, axis=1, prepend=0.0)
+
+    def max_of(self, rows: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of ``max_j x[rows[w, j]]`` over the members ``inside[w, j]`` of
+        each window ``w``, the members independent draws of their own channels (a flat vector
+        laid out as one channel: each element its own distribution). Exact for the discretized
+        mixtures: the window's CDF is the product of its members' on their values."""
+        values, cdf = self._sorted_cdf()
         mean, var = np.zeros(len(rows)), np.zeros(len(rows))
         for w, (row, keep) in enumerate(zip(rows, inside, strict=True)):
             members = row[keep]

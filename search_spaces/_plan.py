@@ -67,8 +67,8 @@ class _Planner:
     def __init__(self, input_shape: Shape) -> None:
         self.layers: list[LayerPlan] = []
         self.shapes: dict[str, Shape] = {INPUT: input_shape}
-        # flat vectors that lay out a map row-major (a Flatten, and elementwise ops after it):
-        # the map's shape, so that a spatial op can see the map again
+        # flat vectors that lay out a map row-major (a Flatten, the elementwise ops after it, a
+        # WeightedAdd with it first): the map's shape, so that a spatial op can see the map again
         self.layouts: dict[str, Shape] = {}
 
     def add(
