@@ -664,44 +664,47 @@ MAX_INDEPENDENT_CORR = 0.1
 
 
 def _window_maxima(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
-    """For a one-channel sequence that lays out a map or a flat vector: the mean and variance
-    of each window's maximum over the window's own members (uneven, and correlated as the
-    phases say at their elements; without phases as the sequence's average correlation says),
-    by Clark's method for Gaussian members, or exactly for independent members whose own
-    shapes the layout kept (``meta['elements']``). None where the rule for alike values
-    applies (other maps, or windows of alike values)."""
-    if not (len(x.shape) == 2 and x.shape[-1] == 1 and x.is_map and x.source is None
-            and x.mixture is None):
+    """For a sequence of Gaussian elements: the mean and variance of each window's maximum over
+    the window's own members (uneven, and correlated as the phases say at their elements for a
+    one-channel layout of a map or a flat vector; otherwise as the channel's correlation
+    between positions says), by Clark's method (exact for windows of two), or exactly for
+    independent members whose own shapes a layout kept (``meta['elements']``). None for
+    other signals (functions of Gaussians, mixtures: the rule for alike values applies)."""
+    if not (len(x.shape) == 2 and x.is_map and x.source is None and x.mixture is None):
         return None
     size, stride = _pool_1d(layer)
+    channels = x.shape[-1]
 
-    def members(m: Any) -> np.ndarray:
-        return windows(np.broadcast_to(m, x.shape)[None].astype(float), (size,), layer)[0][:, 0]
+    def members(m: Any) -> np.ndarray:  # (n_out, channels, size)
+        return windows(np.broadcast_to(m, x.shape)[None].astype(float), (size,), layer)[0]
 
     mean, var, inside = members(x.mean), members(x.var), members(np.ones(x.shape)) > 0
-    if x.phase is None and not _uneven(np.where(inside, mean, mean[:, :1]).T,
-                                       np.where(inside, var, var[:, :1]).T):
-        return None
+    n_out = mean.shape[0]
     mean = np.where(inside, mean, -1e30)  # padding never wins a maximum
-    at = members(np.arange(x.shape[0])[:, None]).astype(int)  # each member's element
-    if x.phase is not None:  # each window's own members: a layout need not repeat (a concat)
-        rho = phases.correlation(x.phase, at[:, :, None], at[:, None, :])
-    else:
+    at = members(np.arange(x.shape[0])[:, None] * np.ones(channels)).astype(int)
+    if x.phase is not None and channels == 1:
+        # each window's own members: a layout need not repeat (a concat)
+        rho = phases.correlation(x.phase, at[:, :, :, None], at[:, :, None, :])
+    else:  # the channel's correlation at the members' lag
         lag = np.abs(np.arange(size)[:, None] - np.arange(size)[None, :])
-        corr = _positions_corr(x)[:, 0]
-        rho = np.where(lag < len(corr), corr[np.minimum(lag, len(corr) - 1)], 0.0)[None]
+        corr = _positions_corr(x)  # (lags, channels)
+        rho = np.where((lag < len(corr))[None], corr[np.minimum(lag, len(corr) - 1)].transpose(2, 0, 1),
+                       0.0)[None]
     sd = np.sqrt(var)
-    cov = sd[:, :, None] * sd[:, None, :] * rho
-    m, v = clark_max_of(mean, cov)
+    cov = sd[..., :, None] * sd[..., None, :] * rho
+    m, v = clark_max_of(mean.reshape(-1, size), np.broadcast_to(cov, (n_out, channels, size, size))
+                        .reshape(-1, size, size))
+    m, v = m.reshape(n_out, channels), v.reshape(n_out, channels)
     elements = x.meta.get("elements")
-    if elements is not None and elements.channels == x.shape[0]:
+    if channels == 1 and elements is not None and elements.channels == x.shape[0]:
         # windows of independent members, each of its own (non-Gaussian) shape: the product
         # of their CDFs (as Gaussians, heavy-tailed elements' maximum of 3 was 4.4x predicted)
-        pairs = inside[:, :, None] & inside[:, None, :]
-        alone = np.all(np.abs(rho - np.eye(size)) * pairs <= MAX_INDEPENDENT_CORR, axis=(1, 2))
+        rho1, in1 = np.broadcast_to(rho, (n_out, 1, size, size))[:, 0], inside[:, 0]
+        pairs = in1[:, :, None] & in1[:, None, :]
+        alone = np.all(np.abs(rho1 - np.eye(size)) * pairs <= MAX_INDEPENDENT_CORR, axis=(1, 2))
         if np.any(alone):
-            m[alone], v[alone] = elements.max_of(at[alone], inside[alone])
-    return m[:, None], v[:, None]
+            m[alone, 0], v[alone, 0] = elements.max_of(at[alone, 0], in1[alone])
+    return m, v
 
 
 def _pooled_phase(layer: Any, x: Signal, out: Signal, weights: np.ndarray | None) -> Signal:

@@ -200,3 +200,19 @@ def test_global_mean_var_is_the_sum_over_every_pair(length: int, lags: int) -> N
         rho = np.where(d < lags, corr[np.minimum(d, lags - 1), c], 0.0)
         want = np.sum(rho * sd[:, c, None] * sd[None, :, c]) / length**2
         assert global_mean_var(var, corr)[c] == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("size, strides", [(2, 2), (3, 2), (3, 1)])
+def test_max_pooling_of_correlated_positions_reads_each_window(size: int, strides: int) -> None:
+    # each channel a moving average of white noise (neighbours correlated 2/3 and 1/3): an
+    # effective count of independent draws, rounded, took a window of two as one value (no
+    # maximum at all: mean 0, variance unchanged); Clark's method over each window's own
+    # members is exact for two and close for three ('valid': a 'same' pooling's border
+    # positions are correlated more than the stationary rule says)
+    x = keras.Input((40, 4))
+    h = L.AveragePooling1D(3, strides=1)(x)
+    model = keras.Model(x, L.MaxPooling1D(size, strides=strides, name="max")(h))
+    last = initialize(model, seed=0).layers[-1]
+    y = np.asarray(model(np.random.default_rng(1).standard_normal((8192, 40, 4))), float)
+    assert float(y.mean()) == pytest.approx(last.mean, rel=0.03)
+    assert float(y.var()) == pytest.approx(last.var, rel=0.03)
