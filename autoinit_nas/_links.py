@@ -83,6 +83,9 @@ class Root:
     cov: np.ndarray
     length: int
     self_link: Link
+    #: The fork's own signal (a later tensor that did not descend from it can still be related
+    #: to it through an earlier fork: ``_derived``).
+    signal: Signal | None = None
 
 
 def _in_scope(x: Signal) -> bool:
@@ -104,7 +107,7 @@ def fork(ctx: Any, x: Signal) -> None:
     ctx.link_key += 1
     key = ctx.link_key
     own = Link(cov, -k, 1, 0)
-    ctx.roots[key] = Root(cov, length, own)
+    ctx.roots[key] = Root(cov, length, own, x)
     kept = dict(sorted(links_of(ctx, x).items())[-(MAX_FORKS - 1):])
     kept[key] = own
     ctx.links[id(x)] = kept
@@ -278,6 +281,8 @@ def _merge_links(inputs: list[Signal], ctx: Any, coeffs: np.ndarray | None) -> d
     keys = sorted(set().union(*all_links))[-MAX_FORKS:]
     out = {}
     for key in keys:
+        all_links = [lk if key in lk else _derived(ctx, x, key, lk)
+                     for x, lk in zip(inputs, all_links, strict=True)]
         ca = ctx.roots[key].cov.shape[-1]
         if coeffs is None:
             starts = np.cumsum([0] + [x.shape[-1] for x in inputs])[:-1]
@@ -292,6 +297,23 @@ def _merge_links(inputs: list[Signal], ctx: Any, coeffs: np.ndarray | None) -> d
         if merged is not None:
             out[key] = merged
     return out
+
+
+def _derived(ctx: Any, x: Signal, key: int, links: dict[int, Link]) -> dict[int, Link]:
+    """``links`` with one to fork ``key`` added where ``x`` did not descend from it but both
+    descend from an earlier fork ``F`` at one resolution: ``Cov(x, A)`` through ``F`` (exact
+    when the fork ``A`` is a linear function of ``F``: the skip ``x`` of ``x + avgpool(x)``
+    is related to the pooled branch, which the links from ``A`` alone do not see)."""
+    root = ctx.roots[key]
+    a = root.signal
+    if a is None or not links or x.shape[0] != a.shape[0] or common_fork(ctx, x, a) is None:
+        return links
+    lags = root.length - 1
+    g = cross_cov(ctx, x, a, lags)
+    if g is None:
+        return links
+    derived = _clip(Link(g, -lags, 1, 0), root)
+    return links if derived is None else {**links, key: derived}
 
 
 def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], ctx: Any
