@@ -45,8 +45,10 @@ from autoinit_nas._moments import (
     PiecewiseLinear,
     clark_max,
     clark_max_of,
+    max_correlation,
     max_of_groups,
     max_of_iid,
+    normal_cdf,
 )
 from autoinit_nas._registry import register_estimator
 from autoinit_nas._signal import Signal, Source
@@ -270,7 +272,59 @@ def _dropout(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estim
     if summed is not None:  # the masks' noise: independent at every element
         noise = np.sum(np.broadcast_to(out.var, x.shape) - np.broadcast_to(x.var, x.shape), 0)
         out = with_sum_cov(out, summed + np.diag(noise))
+    if (p > 0.0 and out.is_map and x.shape and x.source is None and x.mixture is None
+            and not isinstance(layer, _SPATIAL_DROPOUT)):
+        # every element 0 or a Gaussian over (1 - p): a global max over positions reads it
+        out = replace(out, meta={**out.meta, "dropped": (p, np.broadcast_to(x.mean, x.shape),
+                                                         np.broadcast_to(x.var, x.shape))})
     return Estimate([out])
+
+
+def _dropped(x: Signal) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """The rate and the Gaussian moments under a dropout that ``x`` is the output of (None when
+    ``x`` is not, or a rule after it kept the record but changed the values)."""
+    record = x.meta.get("dropped")
+    if record is None or x.source is not None:
+        return None
+    p, mean, var = record
+    if not (np.allclose(np.broadcast_to(x.mean, x.shape), mean, rtol=1e-9, atol=1e-12)
+            and np.allclose(np.broadcast_to(x.var, x.shape),
+                            (var + mean**2) / (1.0 - p) - mean**2, rtol=1e-6, atol=1e-12)):
+        return None
+    return p, mean, var
+
+
+#: Points of the grid on each side of 0 on which ``_max_of_dropped`` integrates the CDF.
+_DROPPED_GRID = 256
+#: Largest positions x channels that ``_max_of_dropped`` takes (above: the rule for mixtures).
+_DROPPED_BUDGET = 1 << 16
+
+
+def _max_of_dropped(p: float, mean: np.ndarray, var: np.ndarray, count: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (columns of the ``(positions, C)`` moments under the dropout), the mean and
+    variance of the maximum over positions of ``0`` (rate ``p``) or ``N(mean, var) / (1 - p)``:
+    ``P(M <= t) = prod_pos (p [t >= 0] + (1 - p) Phi(((1 - p) t - mean) / sd))^(count / pos)``,
+    integrated as ``E[M] = lo + int (1 - F)``, ``E[(M - lo)^2] = int 2 (t - lo) (1 - F)``
+    on each side of the atom at 0 apart (``count``: effective positions per channel)."""
+    positions, channels = mean.shape
+    scale = 1.0 / (1.0 - p)
+    sd = np.sqrt(np.maximum(var, 1e-300))
+    lo = np.minimum(np.min((mean - 8.0 * sd) * scale, axis=0), 0.0)
+    hi = np.maximum(np.max((mean + 8.0 * sd) * scale, axis=0), 0.0)
+    u = np.linspace(0.0, 1.0, _DROPPED_GRID)
+    exponent = np.broadcast_to(np.asarray(count, float), (channels,)) / positions
+    first, second = np.zeros(channels), np.zeros(channels)
+    for side, (a, b) in enumerate(((lo, np.zeros(channels)), (np.zeros(channels), hi))):
+        t = a[None, :] + (b - a)[None, :] * u[:, None]  # (grid, C)
+        z = ((1.0 - p) * t[:, None, :] - mean[None]) / sd[None]  # (grid, positions, C)
+        cdf = p * float(side == 1) + (1.0 - p) * normal_cdf(z)
+        log_f = np.sum(np.log(np.maximum(cdf, 1e-300)), axis=1) * exponent[None, :]
+        tail = 1.0 - np.exp(log_f)
+        first += np.trapezoid(tail, t, axis=0)
+        second += np.trapezoid(2.0 * (t - lo[None, :]) * tail, t, axis=0)
+    mean_m = lo + first
+    return mean_m, np.maximum(second - first**2, 0.0)
 
 
 _SPATIAL_DROPOUT = (L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
@@ -793,15 +847,27 @@ def _global_max(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     count = k
     if x.corr is not None and len(x.shape) == 2 and axes == (0,):
         count = effective_count(x.corr, k).reshape(out_shape)
-    if axes == tuple(range(len(x.shape) - 1)) and len(out_shape) == 1 and \
+    dropped = _dropped(x) if axes == tuple(range(len(x.shape) - 1)) and len(out_shape) == 1 \
+        and int(np.prod(x.shape)) <= _DROPPED_BUDGET else None
+    if dropped is not None:
+        # dropout's zeros: where a channel's values lie below 0, its maximum is mostly 0
+        p, d_mean, d_var = dropped
+        first, var = _max_of_dropped(p, d_mean.reshape(k, -1), d_var.reshape(k, -1),
+                                     np.broadcast_to(np.asarray(count, float), out_shape))
+        out = x.like(first.reshape(out_shape), var.reshape(out_shape), out_shape)
+    elif axes == tuple(range(len(x.shape) - 1)) and len(out_shape) == 1 and \
             _uneven(pm.reshape(k, -1), pv.reshape(k, -1)):
         out = _max_of_uneven(x, pm.reshape(k, -1), pv.reshape(k, -1), count, out_shape)
     else:
         pm = np.mean(pm, axis=axes).reshape(out_shape)
         pv = np.mean(pv, axis=axes).reshape(out_shape)
         out = _max_from(x, pm, pv, count, out_shape)
-    # the maxima of correlated channels: taken as correlated as the channels' means
+    # the maxima of correlated channels: the channels' means correlate rho; their maxima over
+    # n (effective) positions much less, as two Gaussian channels' would (max_correlation)
     xcorr = _correlation_of_pooled(_pooled_cov(x, axes, out_shape))
+    if xcorr is not None:
+        n = np.broadcast_to(np.asarray(count, float), out_shape).reshape(-1)
+        xcorr = max_correlation(xcorr, np.sqrt(n[:, None] * n[None, :])[None])
     return Estimate([replace(out, xcorr=xcorr)])
 
 

@@ -216,3 +216,14 @@ def test_max_pooling_of_correlated_positions_reads_each_window(size: int, stride
     y = np.asarray(model(np.random.default_rng(1).standard_normal((8192, 40, 4))), float)
     assert float(y.mean()) == pytest.approx(last.mean, rel=0.03)
     assert float(y.var()) == pytest.approx(last.var, rel=0.03)
+
+
+def test_global_maxima_of_correlated_channels_correlate_less_than_their_values() -> None:
+    # channels mixing the same inputs (correlated at every position) read by a Dense layer
+    # after a global max: taken as correlated as their means, the head was 4x the prediction
+    keras.utils.set_random_seed(0)
+    x = keras.Input((40, 4))
+    h = L.GlobalMaxPooling1D()(L.Dense(8, use_bias=False)(x))
+    model = keras.Model(x, L.Dense(1, use_bias=False, name="head")(h))
+    last = initialize(model, seed=0).measure(model, samples=8192, seed=1).layers[-1]
+    assert last.measured_var == pytest.approx(last.var, rel=0.06)

@@ -6,6 +6,7 @@ from autoinit_nas._functions import piecewise_relu
 from autoinit_nas._moments import (
     clark_max,
     gaussian_moments,
+    max_correlation,
     max_of_iid,
     standard_max_moments,
 )
@@ -211,3 +212,16 @@ def test_a_function_after_a_division_keeps_its_spike() -> None:
     report = initialize(model, seed=0).measure(model, samples=8192, seed=1)
     last = report.layers[-1]
     assert last.measured_var == pytest.approx(last.var, rel=0.1)
+
+
+@pytest.mark.parametrize("k", [2, 10, 40])
+def test_correlation_of_maxima_matches_monte_carlo(k: int) -> None:
+    # two channels correlated rho at each of k independent positions: their maxima correlate
+    # far less (Hoeffding's identity over the bivariate normal CDF)
+    rho = np.array([-0.9, -0.5, 0.2, 0.5, 0.8, 0.95])
+    rng = np.random.default_rng(0)
+    z, w = rng.standard_normal((2, 100_000, k))
+    mc = [np.corrcoef(z.max(1), (r * z + np.sqrt(1 - r * r) * w).max(1))[0, 1] for r in rho]
+    got = max_correlation(rho, k)
+    assert np.max(np.abs(got - np.array(mc))) < 0.012, (got, mc)
+    assert max_correlation(np.array([0.0, 1.0]), k) == pytest.approx([0.0, 1.0], abs=1e-3)
