@@ -296,35 +296,29 @@ def _dropped(x: Signal) -> tuple[float, np.ndarray, np.ndarray] | None:
 
 #: Points of the grid on each side of 0 on which ``_max_of_dropped`` integrates the CDF.
 _DROPPED_GRID = 256
-#: Largest positions x channels that ``_max_of_dropped`` takes (above: the rule for mixtures).
-_DROPPED_BUDGET = 1 << 16
 
 
 def _max_of_dropped(p: float, mean: np.ndarray, var: np.ndarray, count: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel (columns of the ``(positions, C)`` moments under the dropout), the mean and
-    variance of the maximum over positions of ``0`` (rate ``p``) or ``N(mean, var) / (1 - p)``:
-    ``P(M <= t) = prod_pos (p [t >= 0] + (1 - p) Phi(((1 - p) t - mean) / sd))^(count / pos)``,
-    integrated as ``E[M] = lo + int (1 - F)``, ``E[(M - lo)^2] = int 2 (t - lo) (1 - F)``
-    on each side of the atom at 0 apart (``count``: effective positions per channel)."""
-    positions, channels = mean.shape
-    scale = 1.0 / (1.0 - p)
+    """Per channel (rows of the ``(C, G)`` moments under the dropout of ``_position_groups``),
+    the mean and variance of the maximum of ``count[c, g]`` draws of ``0`` (rate ``p``) or
+    ``N(mean, var) / (1 - p)``: ``P(M <= t) = prod_g (p [t >= 0] + (1 - p) Phi(((1 - p) t -
+    mean) / sd))^count``, integrated as ``E[M] = lo + int (1 - F)``, ``E[(M - lo)^2] =
+    int 2 (t - lo) (1 - F)`` on each side of the atom at 0 apart."""
+    channels = mean.shape[0]
     sd = np.sqrt(np.maximum(var, 1e-300))
-    lo = np.minimum(np.min((mean - 8.0 * sd) * scale, axis=0), 0.0)
-    hi = np.maximum(np.max((mean + 8.0 * sd) * scale, axis=0), 0.0)
+    lo = np.minimum(np.min(mean - 8.0 * sd, axis=1) / (1.0 - p), 0.0)
+    hi = np.maximum(np.max(mean + 8.0 * sd, axis=1) / (1.0 - p), 0.0)
     u = np.linspace(0.0, 1.0, _DROPPED_GRID)
-    exponent = np.broadcast_to(np.asarray(count, float), (channels,)) / positions
     first, second = np.zeros(channels), np.zeros(channels)
     for side, (a, b) in enumerate(((lo, np.zeros(channels)), (np.zeros(channels), hi))):
         t = a[None, :] + (b - a)[None, :] * u[:, None]  # (grid, C)
-        z = ((1.0 - p) * t[:, None, :] - mean[None]) / sd[None]  # (grid, positions, C)
+        z = ((1.0 - p) * t[:, :, None] - mean[None]) / sd[None]  # (grid, C, G)
         cdf = p * float(side == 1) + (1.0 - p) * normal_cdf(z)
-        log_f = np.sum(np.log(np.maximum(cdf, 1e-300)), axis=1) * exponent[None, :]
-        tail = 1.0 - np.exp(log_f)
+        tail = 1.0 - np.exp(np.sum(np.log(np.maximum(cdf, 1e-300)) * count[None], axis=2))
         first += np.trapezoid(tail, t, axis=0)
         second += np.trapezoid(2.0 * (t - lo[None, :]) * tail, t, axis=0)
-    mean_m = lo + first
-    return mean_m, np.maximum(second - first**2, 0.0)
+    return lo + first, np.maximum(second - first**2, 0.0)
 
 
 _SPATIAL_DROPOUT = (L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D)
@@ -641,11 +635,11 @@ def _uneven(pm: np.ndarray, pv: np.ndarray) -> bool:
     return bool(np.any(spread > 0.01 * scale))
 
 
-def _max_of_uneven(x: Signal, pm: np.ndarray, pv: np.ndarray, count: Any,
-                   out_shape: tuple) -> Signal:
-    """Global max over positions (rows of ``pm``/``pv``, one column per channel) whose moments
-    differ: the positions of each channel, sorted by how high they reach (mean + 2.5 sd), form
-    up to ``_MAX_GROUPS`` groups; ``count`` effective draws are shared out in proportion."""
+def _position_groups(pm: np.ndarray, pv: np.ndarray, count: Any
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions (rows of ``pm``/``pv``, one column per channel) of each channel, sorted by how
+    high they reach (mean + 2.5 sd), in up to ``_MAX_GROUPS`` groups: their mean moments and
+    their share of the ``count`` effective draws, each ``(channels, groups)``."""
     positions, channels = pm.shape
     groups = min(positions, _MAX_GROUPS)
     order = np.argsort(pm + 2.5 * np.sqrt(np.maximum(pv, 0.0)), axis=0, kind="stable")
@@ -658,6 +652,15 @@ def _max_of_uneven(x: Signal, pm: np.ndarray, pv: np.ndarray, count: Any,
         gv[:, g] = sorted_v[a:b].mean(axis=0)
         gn[:, g] = b - a
     gn = gn * (np.broadcast_to(np.asarray(count, float), (channels,)) / positions)[:, None]
+    return gm, gv, gn
+
+
+def _max_of_uneven(x: Signal, pm: np.ndarray, pv: np.ndarray, count: Any,
+                   out_shape: tuple) -> Signal:
+    """Global max over positions (rows of ``pm``/``pv``, one column per channel) whose moments
+    differ: the positions of each channel, sorted by how high they reach (mean + 2.5 sd), form
+    up to ``_MAX_GROUPS`` groups; ``count`` effective draws are shared out in proportion."""
+    gm, gv, gn = _position_groups(pm, pv, count)
     fn = x.source.fn if x.source is not None else None
     first, second = max_of_groups(fn, gm, gv, gn)
     first, var = first.reshape(out_shape), (second - first**2).reshape(out_shape)
@@ -742,12 +745,12 @@ def _window_maxima(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | Non
     else:  # the channel's correlation at the members' lag
         lag = np.abs(np.arange(size)[:, None] - np.arange(size)[None, :])
         corr = _positions_corr(x)  # (lags, channels)
-        rho = np.where((lag < len(corr))[None], corr[np.minimum(lag, len(corr) - 1)].transpose(2, 0, 1),
-                       0.0)[None]
+        at_lag = corr[np.minimum(lag, len(corr) - 1)].transpose(2, 0, 1)  # (C, size, size)
+        rho = np.where((lag < len(corr))[None], at_lag, 0.0)[None]
     sd = np.sqrt(var)
     cov = sd[..., :, None] * sd[..., None, :] * rho
-    m, v = clark_max_of(mean.reshape(-1, size), np.broadcast_to(cov, (n_out, channels, size, size))
-                        .reshape(-1, size, size))
+    cov = np.broadcast_to(cov, (n_out, channels, size, size)).reshape(-1, size, size)
+    m, v = clark_max_of(mean.reshape(-1, size), cov)
     m, v = m.reshape(n_out, channels), v.reshape(n_out, channels)
     elements = x.meta.get("elements")
     if channels == 1 and elements is not None and elements.channels == x.shape[0]:
@@ -848,12 +851,12 @@ def _global_max(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Es
     if x.corr is not None and len(x.shape) == 2 and axes == (0,):
         count = effective_count(x.corr, k).reshape(out_shape)
     dropped = _dropped(x) if axes == tuple(range(len(x.shape) - 1)) and len(out_shape) == 1 \
-        and int(np.prod(x.shape)) <= _DROPPED_BUDGET else None
+        else None
     if dropped is not None:
         # dropout's zeros: where a channel's values lie below 0, its maximum is mostly 0
         p, d_mean, d_var = dropped
-        first, var = _max_of_dropped(p, d_mean.reshape(k, -1), d_var.reshape(k, -1),
-                                     np.broadcast_to(np.asarray(count, float), out_shape))
+        groups = _position_groups(d_mean.reshape(k, -1), d_var.reshape(k, -1), count)
+        first, var = _max_of_dropped(p, *groups)
         out = x.like(first.reshape(out_shape), var.reshape(out_shape), out_shape)
     elif axes == tuple(range(len(x.shape) - 1)) and len(out_shape) == 1 and \
             _uneven(pm.reshape(k, -1), pv.reshape(k, -1)):
