@@ -262,41 +262,26 @@ _MAX_CORR_GRID = np.linspace(-1.0, 1.0, 81)
 def _max_correlation_table(k: int) -> np.ndarray:
     """``corr(max_i X_i, max_i Y_i)`` over ``k`` i.i.d. pairs of standard normals with
     correlation ``rho`` (each of ``_MAX_CORR_GRID``), by Hoeffding's identity
-    ``Cov = int int F(x, y)^k - Phi(x)^k Phi(y)^k dx dy``, ``F`` the bivariate normal CDF
-    (for ``rho >= 0`` ``sum_z w_z Phi((x - sqrt(rho) z) / sqrt(1 - rho)) Phi((y - ...) / ...)``
-    over Gauss-Hermite nodes ``z``; ``F(x, y; rho) = Phi(x) - F(x, -y; -rho)`` below 0)."""
+    ``Cov = int int F(x, y)^k - Phi(x)^k Phi(y)^k dx dy``, ``F`` the bivariate normal CDF."""
     if k <= 1:
         return _MAX_CORR_GRID.copy()
-    x = np.linspace(-7.0, 7.0, 141)
-    dx = x[1] - x[0]
+    x = np.linspace(-7.0, 7.0, 141)  # symmetric: -x is x reversed
     z, w = np.polynomial.hermite_e.hermegauss(48)
-    w = w / w.sum()
     cdf = normal_cdf(x)
     marginal = cdf**k
-    var = standard_max_moments(k)[1]
+    area = (x[1] - x[0]) ** 2 / standard_max_moments(k)[1]
     out = np.empty_like(_MAX_CORR_GRID)
     for i, rho in enumerate(_MAX_CORR_GRID):
-        if abs(rho) >= 1.0:
-            out[i] = np.sign(rho) if rho > 0 else _max_anticorrelation(k, x, marginal, dx, var)
-            continue
         r = abs(rho)
-        a = normal_cdf((x[None, :] - np.sqrt(r) * z[:, None]) / np.sqrt(1.0 - r))  # (z, x)
-        b = a if rho >= 0 else normal_cdf((-x[None, :] - np.sqrt(r) * z[:, None])
-                                          / np.sqrt(1.0 - r))
-        joint = (a * w[:, None]).T @ b  # F(x, y) (or F(x, -y; -rho) below 0)
-        if rho < 0:
-            joint = np.maximum(cdf[:, None] - joint, 0.0)
-        cov = float(np.sum(joint**k - marginal[:, None] * marginal[None, :])) * dx * dx
-        out[i] = cov / var
+        if r >= 1.0:  # F(x, y; 1) = min(Phi(x), Phi(y))
+            joint = np.minimum(cdf[:, None], cdf[None, :])
+        else:  # sum_z w_z Phi((x - sqrt(r) z) / sqrt(1 - r)) Phi((y - sqrt(r) z) / sqrt(1 - r))
+            a = normal_cdf((x[None, :] - np.sqrt(r) * z[:, None]) / np.sqrt(1.0 - r))
+            joint = (a * (w / w.sum())[:, None]).T @ a
+        if rho < 0:  # F(x, y; rho) = Phi(x) - F(x, -y; -rho)
+            joint = np.maximum(cdf[:, None] - joint[:, ::-1], 0.0)
+        out[i] = float(np.sum(joint**k - marginal[:, None] * marginal[None, :])) * area
     return np.clip(out, -1.0, 1.0)
-
-
-def _max_anticorrelation(k: int, x: np.ndarray, marginal: np.ndarray, dx: float,
-                         var: float) -> float:
-    """``corr(max X_i, max -X_i)``: ``F(x, y) = max(Phi(x) - Phi(-y), 0)``."""
-    cdf = normal_cdf(x)
-    joint = np.maximum(cdf[:, None] - normal_cdf(-x)[None, :], 0.0)
-    return float(np.sum(joint**k - marginal[:, None] * marginal[None, :])) * dx * dx / var
 
 
 def max_correlation(rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:

@@ -747,20 +747,22 @@ def _window_maxima(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | Non
         corr = _positions_corr(x)  # (lags, channels)
         at_lag = corr[np.minimum(lag, len(corr) - 1)].transpose(2, 0, 1)  # (C, size, size)
         rho = np.where((lag < len(corr))[None], at_lag, 0.0)[None]
-    sd = np.sqrt(var)
-    cov = sd[..., :, None] * sd[..., None, :] * rho
-    cov = np.broadcast_to(cov, (n_out, channels, size, size)).reshape(-1, size, size)
-    m, v = clark_max_of(mean.reshape(-1, size), cov)
-    m, v = m.reshape(n_out, channels), v.reshape(n_out, channels)
+    rho = np.broadcast_to(rho, (n_out, channels, size, size))
+    m, v = np.zeros((n_out, channels)), np.zeros((n_out, channels))
+    alone = np.zeros((n_out, channels), dtype=bool)
     elements = x.meta.get("elements")
     if channels == 1 and elements is not None and elements.channels == x.shape[0]:
         # windows of independent members, each of its own (non-Gaussian) shape: the product
         # of their CDFs (as Gaussians, heavy-tailed elements' maximum of 3 was 4.4x predicted)
-        rho1, in1 = np.broadcast_to(rho, (n_out, 1, size, size))[:, 0], inside[:, 0]
-        pairs = in1[:, :, None] & in1[:, None, :]
-        alone = np.all(np.abs(rho1 - np.eye(size)) * pairs <= MAX_INDEPENDENT_CORR, axis=(1, 2))
+        pairs = inside[:, 0, :, None] & inside[:, 0, None, :]
+        alone[:, 0] = np.all(np.abs(rho[:, 0] - np.eye(size)) * pairs <= MAX_INDEPENDENT_CORR,
+                             axis=(1, 2))
         if np.any(alone):
-            m[alone, 0], v[alone, 0] = elements.max_of(at[alone, 0], in1[alone])
+            m[alone], v[alone] = elements.max_of(at[alone[:, 0], 0], inside[alone[:, 0], 0])
+    rest = ~alone
+    if np.any(rest):  # correlated Gaussian members
+        sd = np.sqrt(var[rest])
+        m[rest], v[rest] = clark_max_of(mean[rest], sd[:, :, None] * sd[:, None, :] * rho[rest])
     return m, v
 
 
