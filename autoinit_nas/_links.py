@@ -45,16 +45,20 @@ import numpy as np
 from autoinit_nas._mixture import _hermite
 from autoinit_nas._moments import _unique_moments
 from autoinit_nas._signal import Signal
-from autoinit_nas._xcorr import MAX_CHANNELS, _covariance, _fit_box, channel_mean
+from autoinit_nas._xcorr import MAX_CHANNELS, MAX_FLAT, _covariance, _fit_box, channel_mean
 
 __all__ = ["Link", "common_fork", "covariance", "cross_cov", "fork", "merge_forks", "pairwise",
-           "propagate", "related"]
+           "propagate", "related", "sum_cross_cov", "with_merged_sum_cov"]
 
 L = keras.layers
 #: Forks a tensor keeps links to (the most recent ones).
 MAX_FORKS = 3
 #: Longest sequence that starts or carries links.
 MAX_LENGTH = 128
+#: Largest ``taps x lags x fork channels`` product a linear layer's links are carried through.
+_TAPS_BUDGET = 1 << 23
+#: Largest ``positions x channels`` of a fork whose covariance ``sum_cross_cov`` solves against.
+_SUM_BUDGET = 1024
 #: Global poolings of a sequence: to first order each is its mean over positions.
 _GLOBAL_POOLS = (L.GlobalAveragePooling1D, L.GlobalMaxPooling1D)
 #: Keras merges whose inputs' covariance is used (with WeightedAdd).
@@ -88,9 +92,16 @@ class Root:
     signal: Signal | None = None
 
 
-def _in_scope(x: Signal) -> bool:
+def _in_scope(x: Signal, channels: int = MAX_CHANNELS) -> bool:
     return (x.is_map and len(x.shape) == 2 and np.shape(x.var) == tuple(x.shape)
-            and 0 < x.shape[-1] <= MAX_CHANNELS and x.shape[0] <= MAX_LENGTH)
+            and 0 < x.shape[-1] <= channels and x.shape[0] <= MAX_LENGTH)
+
+
+def _carries(x: Signal) -> bool:
+    """Whether ``x`` may carry links: a fork has at most ``MAX_CHANNELS`` channels, a
+    descendant up to ``MAX_FLAT`` (a wide layer's links are ``C x C_A`` per lag, and its
+    merges read only the position sums' covariance from them: ``sum_cross_cov``)."""
+    return _in_scope(x, MAX_FLAT)
 
 
 def links_of(ctx: Any, x: Signal) -> dict[int, Link]:
@@ -327,7 +338,7 @@ def propagate(op: Any, node: Any, inputs: list[Signal], outputs: list[Signal], c
             len(out.shape) == 1 and _in_scope(inputs[0]):
         ctx.pooled[id(out)] = inputs[0]  # a flat vector: the mean (or max) of this sequence
     result = None
-    if _in_scope(out) and inputs and any(id(x) in ctx.links for x in inputs):
+    if _carries(out) and inputs and any(id(x) in ctx.links for x in inputs):
         result = _rule(op, inputs, out, ctx)
     if result:  # (an input passed through unchanged keeps its own links)
         ctx.links[id(out)] = result
@@ -341,23 +352,23 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
 
     x = inputs[0]
     if isinstance(op, WeightedAdd):
-        if not all(_in_scope(i) and i.shape == out.shape for i in inputs):
+        if not all(_carries(i) and i.shape == out.shape for i in inputs):
             return None
         return _merge_links(inputs, ctx, _value(ctx, op.coefficient))
     linear = {L.Add: "add", L.Subtract: "subtract", L.Average: "average"}.get(type(op))
     if linear is not None:
         from autoinit_nas._rules import merge_coefficients
 
-        if not all(_in_scope(i) and i.shape == out.shape for i in inputs):
+        if not all(_carries(i) and i.shape == out.shape for i in inputs):
             return None
         return _merge_links(inputs, ctx, np.asarray(merge_coefficients(linear, len(inputs))))
     if isinstance(op, L.Concatenate):
-        if op.axis not in (-1, 2) or not all(_in_scope(i) and i.shape[0] == out.shape[0]
+        if op.axis not in (-1, 2) or not all(_carries(i) and i.shape[0] == out.shape[0]
                                              for i in inputs):
             return None
         return _merge_links(inputs, ctx, None)
     links = links_of(ctx, x)
-    if not links or not _in_scope(x):
+    if not links or not _carries(x):
         return None
     if isinstance(op, (L.Dropout, L.SpatialDropout1D, L.GaussianNoise, L.GaussianDropout,
                        L.Identity)):
@@ -394,6 +405,8 @@ def _rule(op: Any, inputs: list[Signal], out: Signal, ctx: Any) -> dict[int, Lin
     pad = _pad_left(padding, x.shape[0], out.shape[0], k, stride, dilation)
     result = {}
     for key, link in links.items():
+        if kind == "dense" and taps.size * link.x.shape[0] * link.x.shape[2] > _TAPS_BUDGET:
+            continue  # a wide layer's links to a wide fork: too costly to carry
         moved = _clip(_taps(link, kind, taps, k, stride, dilation, pad), ctx.roots[key])
         if moved is not None:
             result[key] = moved
@@ -429,14 +442,22 @@ def common_fork(ctx: Any, a: Signal, b: Signal) -> int | None:
 
 def related(ctx: Any, a: Signal, b: Signal) -> bool:
     """Whether ``covariance(ctx, a, b, ...)`` has something to say."""
+    if max(a.shape[-1], b.shape[-1]) > MAX_CHANNELS:
+        return False
     a, b = ctx.pooled.get(id(a), a), ctx.pooled.get(id(b), b)
     return common_fork(ctx, a, b) is not None
 
 
 def pairwise(ctx: Any, inputs: list[Signal]) -> Callable[[int, int, int], np.ndarray | None]:
     """``cross(i, j, K)``: ``covariance`` of inputs ``i`` and ``j`` of a merge, as
-    ``linear_combination`` and ``concat_xcorr`` take it."""
-    return lambda i, j, lags: covariance(ctx, inputs[i], inputs[j], lags)
+    ``linear_combination`` and ``concat_xcorr`` take it (None for inputs past the channel
+    budget: their merge reads ``sum_cross_cov``)."""
+    def cross(i: int, j: int, lags: int) -> np.ndarray | None:
+        if max(inputs[i].shape[-1], inputs[j].shape[-1]) > MAX_CHANNELS:
+            return None
+        return covariance(ctx, inputs[i], inputs[j], lags)
+
+    return cross
 
 
 def covariance(ctx: Any, a: Signal, b: Signal, lags: int) -> np.ndarray | None:
@@ -542,3 +563,104 @@ def _spectrum(ctx: Any, key: int, cov: np.ndarray, k: int, n: int) -> np.ndarray
         fs = 0.5 * (fs + np.conj(np.swapaxes(fs, -1, -2)))
         ctx.link_memo[memo] = fs + _ridge(cov[k]) * np.eye(cov.shape[-1])
     return ctx.link_memo[memo]
+
+
+# ------------------------------------------------------------------ position sums
+def _summed_link(link: Link, length: int, fork_length: int) -> np.ndarray:
+    """``U[q] = Cov(sum_p s[p], A[q])`` ``(L_A, C, C_A)`` over the fork's positions ``q`` from
+    the link of ``s`` (``length`` positions): ``x[i]`` is at ``q = p r + o + lo + i``."""
+    n, c, ca = link.x.shape
+    out = np.zeros((fork_length, c, ca))
+    for p in range(length):
+        first = p * link.r + link.o + link.lo  # the fork position of x[0]
+        lo, hi = max(first, 0), min(first + n, fork_length)
+        if lo < hi:
+            out[lo:hi] += link.x[lo - first: hi - first]
+    return out
+
+
+def sum_cross_cov(ctx: Any, a: Signal, b: Signal) -> np.ndarray | None:
+    """``Cov(sum_p a[p, :], sum_q b[q, :])`` ``(C_a, C_b)`` through the most recent common fork
+    ``A``: ``U_a Cov(A, A)^-1 U_b^T`` over the fork's positions and channels (its covariance
+    is block Toeplitz in its kept lags), exact when ``a`` and ``b`` depend on each other only
+    through ``A`` linearly; None when they share no fork (or it is too large to solve)."""
+    key = common_fork(ctx, a, b)
+    if key is None:
+        return None
+    xa, xb, root = links_of(ctx, a)[key], links_of(ctx, b)[key], ctx.roots[key]
+    ua = _summed_link(xa, a.shape[0], root.length)
+    if xb is root.self_link:
+        return ua.sum(axis=0)
+    ub = _summed_link(xb, b.shape[0], root.length)
+    if xa is root.self_link:
+        return ub.sum(axis=0).T
+    ca = root.cov.shape[-1]
+    if root.length * ca > _SUM_BUDGET:
+        return None
+    memo = ("sum inverse", key)
+    if memo not in ctx.link_memo:
+        k = (len(root.cov) - 1) // 2
+        lag = np.arange(root.length)[None, :] - np.arange(root.length)[:, None]  # q' - q
+        inside = np.abs(lag) <= k
+        blocks = np.where(inside[:, :, None, None], root.cov[np.clip(lag + k, 0, 2 * k)], 0.0)
+        full = blocks.transpose(0, 2, 1, 3).reshape(root.length * ca, root.length * ca)
+        full = 0.5 * (full + full.T)
+        ctx.link_memo[memo] = np.linalg.pinv(full, rcond=1e-10, hermitian=True)
+    inv = ctx.link_memo[memo]
+    fa = ua.transpose(1, 0, 2).reshape(ua.shape[1], -1)
+    fb = ub.transpose(1, 0, 2).reshape(ub.shape[1], -1)
+    return fa @ inv @ fb.T
+
+
+def _position_sum_cov(x: Signal) -> np.ndarray | None:
+    """``Cov(sum_p x[p, :])`` ``(C, C)``: as carried (``sum_cov``), else from the channels'
+    cross-covariance, else per channel from the positions' correlation (channels
+    independent)."""
+    from autoinit_nas._correlation import global_mean_var
+    from autoinit_nas._linear import sum_cov
+    from autoinit_nas._xcorr import global_mean_cov
+
+    summed = sum_cov(x)
+    if summed is not None:
+        return summed
+    length, var = x.shape[0], np.broadcast_to(x.var, x.shape)
+    if x.xcorr is not None:
+        return length**2 * global_mean_cov(x.xcorr, channel_mean(x.var, x.shape), x.shape[:-1])
+    return np.diag(length**2 * global_mean_var(var, x.corr))
+
+
+def with_merged_sum_cov(ctx: Any, inputs: list[Signal], coeffs: Any, out: Signal) -> Signal:
+    """``out``, the weighted sum (``coeffs``) or channel concatenation (None) of sequences
+    ``inputs``, with its position sum's covariance when it has more channels than its own
+    correlation is kept for: the parts' (``sum_cov``), and between parts through their common
+    fork (``sum_cross_cov``), so that a global pooling after it still knows how its wide
+    channels covary (a few input channels spread over many)."""
+    from autoinit_nas._linear import with_sum_cov
+
+    if not (ctx.realized and len(out.shape) == 2 and out.is_map
+            and MAX_CHANNELS < out.shape[-1] <= MAX_FLAT
+            and all(len(x.shape) == 2 and x.is_map and x.shape[0] == out.shape[0]
+                    and (coeffs is None or x.shape == out.shape) for x in inputs)):
+        return out
+    own = [_position_sum_cov(x) for x in inputs]
+    if any(s is None for s in own):
+        return out
+    n = len(inputs)
+    cross = {(i, j): sum_cross_cov(ctx, inputs[i], inputs[j])
+             for i in range(n) for j in range(i + 1, n)}
+    if coeffs is None:
+        starts = np.cumsum([0] + [x.shape[-1] for x in inputs])
+        total = np.zeros((out.shape[-1], out.shape[-1]))
+        for i in range(n):
+            total[starts[i]:starts[i + 1], starts[i]:starts[i + 1]] = own[i]
+        for (i, j), g in cross.items():
+            if g is not None:
+                total[starts[i]:starts[i + 1], starts[j]:starts[j + 1]] = g
+                total[starts[j]:starts[j + 1], starts[i]:starts[i + 1]] = g.T
+    else:
+        cs = [float(c) for c in coeffs]
+        total = sum(c * c * s for c, s in zip(cs, own, strict=True))
+        for (i, j), g in cross.items():
+            if g is not None:
+                total = total + cs[i] * cs[j] * (g + g.T)
+    return with_sum_cov(out, total)

@@ -156,7 +156,8 @@ def merge_signals(kind: str, xs: list[Signal], out_shape: tuple[int, ...],
     coeffs = merge_coefficients(kind, len(xs))
     if coeffs is not None:
         cross = None if ctx is None else _links.pairwise(ctx, xs)
-        return linear_combination(xs, coeffs, out_shape, cross=cross)
+        out = linear_combination(xs, coeffs, out_shape, cross=cross)
+        return out if ctx is None else _links.with_merged_sum_cov(ctx, xs, coeffs, out)
     ms = [x.mean for x in xs]
     vs = [x.var for x in xs]
     if kind == "multiply":
@@ -218,7 +219,9 @@ def _concatenate(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> E
         out = Signal(mean, var, out_shape, mixture=mixture, corr=corr, xcorr=xcorr)
         if len(out_shape) == 1 and xcorr is None:
             out = _flat_concatenated(out, maps)
-        return Estimate([merged_table(out, list(inputs)) if channels_axis else out])
+        if channels_axis:
+            out = _links.with_merged_sum_cov(ctx, list(inputs), None, merged_table(out, list(inputs)))
+        return Estimate([out])
     sizes = np.array([x.shape[axis] for x in inputs], float)
     w = sizes / sizes.sum()
     mean = float(sum(wi * x.total_mean for wi, x in zip(w, inputs, strict=True)))
@@ -531,6 +534,11 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
     if x.phase is not None:
         size = _pool_1d(layer)[0]
         out = _pooled_phase(layer, x, out, np.full(size, 1.0 / size))
+    summed = sum_cov(x) if "sum_cov" in x.meta else None  # carried past the channel budget
+    if summed is not None and _pool_1d(layer)[0] == _pool_1d(layer)[1] \
+            and out_shape[0] * _pool_1d(layer)[0] == x.shape[0]:
+        # windows that tile the sequence: the pooled sum is the input's over the window size
+        out = with_sum_cov(out, summed / _pool_1d(layer)[0] ** 2)
     return Estimate([out])
 
 

@@ -106,7 +106,8 @@ def _weighted_add(layer: WeightedAdd, inputs: list[Signal], ctx: Context, node: 
         if math.isfinite(total) and total > 0:
             coeffs = coeffs * math.sqrt(ctx.target / total)
         plan = {layer.coefficient.path: coeffs}
-    return Estimate([linear_combination(inputs, coeffs, out_shape, cross=cross)], plan, None)
+    out = linear_combination(inputs, coeffs, out_shape, cross=cross)
+    return Estimate([_links.with_merged_sum_cov(ctx, inputs, coeffs, out)], plan, None)
 
 
 def rewrite_residuals(model: keras.Model) -> keras.Model:
