@@ -535,10 +535,10 @@ def _avg_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         size = _pool_1d(layer)[0]
         out = _pooled_phase(layer, x, out, np.full(size, 1.0 / size))
     summed = sum_cov(x) if "sum_cov" in x.meta else None  # carried past the channel budget
-    if summed is not None and _pool_1d(layer)[0] == _pool_1d(layer)[1] \
-            and out_shape[0] * _pool_1d(layer)[0] == x.shape[0]:
+    size, stride = _pool_1d(layer) if summed is not None else (0, 0)
+    if summed is not None and size == stride and out_shape[0] * size == x.shape[0]:
         # windows that tile the sequence: the pooled sum is the input's over the window size
-        out = with_sum_cov(out, summed / _pool_1d(layer)[0] ** 2)
+        out = with_sum_cov(out, summed / size**2)
     return Estimate([out])
 
 
