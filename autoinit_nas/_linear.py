@@ -42,6 +42,7 @@ from autoinit_nas._xcorr import (
     MAX_CHANNELS,
     MAX_FLAT,
     _lags,
+    border_var,
     channel_mean,
     conv_var,
     conv_xcov,
@@ -144,11 +145,13 @@ def _correlate(
     stride: int | tuple[int, ...] = 1,
     dilation: int | tuple[int, ...] = 1,
     bias_var: Any = None,
+    padded: Any = None,
 ) -> tuple[Signal, dict[str, np.ndarray], float | None]:
     """For sequence and image maps (channels last): the output's correlation between positions
     and channels and the variance that correlated inputs add (realized mode), with the kernel
     rescaled so the total stays at the target. ``kernel_nd`` turns the layer's kernel into a
-    ``(*taps, in, out)`` convolution kernel (a Dense kernel gets one tap per axis)."""
+    ``(*taps, in, out)`` convolution kernel (a Dense kernel gets one tap per axis); ``padded``:
+    the convolution layer whose padding its border positions see."""
     rank = len(x.shape) - 1
     if not (ctx.realized and x.is_map and rank >= 1 and len(pre.shape) == rank + 1):
         return pre, plan, std
@@ -205,8 +208,40 @@ def _correlate(
         return _as_image(x, image, kernel, ctx, out, kernel_var, kernel_nd, stride, dilation)
     xcorr = correlation_of(cov)
     corr = per_channel_corr(xcorr) if rank == 1 else None
-    return _add_variance(pre, np.diagonal(lag_zero(cov)) - independent, plan, std, ctx, kernel_var,
-                         corr, bias_var, xcorr)
+    extra = np.diagonal(lag_zero(cov)) - independent
+    if rank == 1 and padded is not None and image is None:
+        extra = _border_extra(padded, x, kernel, _as_int(dilation), extra)
+    return _add_variance(pre, extra, plan, std, ctx, kernel_var, corr, bias_var, xcorr)
+
+
+def _border_extra(layer: Any, x: Signal, kernel: np.ndarray, dilation: int,
+                  extra: np.ndarray) -> Any:
+    """``extra`` (per output channel, the stationary rule's) with the positions whose windows
+    reach the padding or read elements of another variance than their channel's mean (by
+    more than ``_UNEVEN``) worked out from their own fields (``border_var``)."""
+    var_c = channel_mean(x.var, x.shape)
+    sd = np.sqrt(np.maximum(np.broadcast_to(x.var, x.shape), 0.0))
+    fields = windows(sd[None], (len(kernel),), layer)
+    inside = windows(np.ones((1, x.shape[0], 1)), (len(kernel),), layer)
+    if fields is None or inside is None:
+        return extra
+    fields = fields[0]  # (P, C, taps)
+    mean_sd = np.sqrt(np.maximum(var_c, 0.0))[None, :, None]
+    odd = ~np.all(inside[0, :, 0, :], axis=-1) | np.any(
+        np.abs(fields - mean_sd) > _UNEVEN * np.maximum(mean_sd, 1e-300), axis=(1, 2))
+    if not np.any(odd):
+        return extra
+    own = border_var(x.xcorr, x.corr, var_c, kernel, dilation, fields[odd])
+    if own is None:
+        return extra
+    out = np.repeat(np.asarray(extra, float)[None, :], len(fields), axis=0)
+    out[odd] = own
+    return out
+
+
+#: Relative difference of an element's standard deviation from its channel's mean from which
+#: a convolution works out the correlated-input variance of the positions that read it.
+_UNEVEN = 0.05
 
 
 def _white_conv_cov(table: tuple[np.ndarray, np.ndarray], kernel: np.ndarray, stride: int,
@@ -685,7 +720,8 @@ def _conv(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Estimate
     if (len(ks) == len(x.shape) + 1 and ks[-2] == x.shape[-1]
             and layer.data_format == "channels_last"):
         pre, plan, std = _correlate(x, pre, plan, std, ctx, layer.kernel, lambda k: k,
-                                    tuple(layer.strides), tuple(layer.dilation_rate), layer.bias)
+                                    tuple(layer.strides), tuple(layer.dilation_rate), layer.bias,
+                                    padded=layer)
         if len(ks) == 3 and ks[0] == 1:  # a one-tap Conv1D is a Dense at every position
             tabled = _tabulate(x, pre, plan, std, ctx, layer.kernel, layer.bias, lambda k: k[0])
             if tabled is not None:

@@ -47,6 +47,7 @@ from autoinit_nas._correlation import hermite_shares, max_lag
 __all__ = [
     "MAX_CHANNELS",
     "MAX_FLAT",
+    "border_var",
     "channel_mean",
     "concat_xcorr",
     "conv_var",
@@ -337,6 +338,51 @@ def conv_var(
     big = blocks.transpose(0, 2, 1, 3).reshape(len(tap) * channels, len(tap) * channels)
     w = kernel.reshape(-1, outs)
     return np.einsum("ao,ao->o", big @ w, w)
+
+
+#: Most multiply-adds ``border_var`` spends, ``P taps^2 C^2 O`` (two border positions of a
+#: 5-tap conv from 64 to 25 channels: 5.1e6).
+BORDER_BUDGET = 2e7
+
+
+def border_var(
+    xcorr: np.ndarray | None,
+    corr: np.ndarray | None,
+    var: np.ndarray,
+    kernel: np.ndarray,
+    dilation: int,
+    fields: np.ndarray,
+) -> np.ndarray | None:
+    """The variance that correlated inputs add to some output positions of a 1-D convolution
+    with kernel ``(taps, C, O)``, from their own receptive fields: ``fields`` ``(P, C, taps)``
+    holds each input element's standard deviation (0 in the padding), and the result
+    ``(P, O)`` is ``sum_{j, j'} W[j]^T (s_j s_j'^T * R[dil (j' - j)]) W[j']`` less its
+    independent terms (R: the correlation the stationary rule uses with ``var``, the channels'
+    mean variance). At the borders this drops the cross terms of the taps in the padding, and
+    elsewhere weighs them by the elements' own variance (a stationary rule left both in and
+    drove the first position of a 16-channel conv after a border-damped one to 0; it measured
+    0.27). None past ``BORDER_BUDGET`` multiply-adds."""
+    taps, channels, outs = kernel.shape
+    positions = len(fields)
+    if positions * taps * taps * channels * channels * outs > BORDER_BUDGET:
+        return None
+    sd = np.sqrt(np.maximum(var, 0.0))
+    g = _covariance(xcorr, corr, var, (fields.shape[-1] * dilation,))
+    rho = g / np.maximum(sd[:, None] * sd[None, :], 1e-300)
+    k_in = _center(g)[0]
+    scaled = fields.transpose(2, 0, 1)[..., None] * kernel[:, None]  # (taps, P, C, O)
+    out = np.zeros((positions, outs))
+    for j in range(taps):
+        for jj in range(taps):
+            lag = (jj - j) * dilation
+            if abs(lag) > k_in:
+                continue
+            block = rho[k_in + lag]
+            if j == jj:
+                block = block - np.eye(channels)
+            right = np.einsum("cd,pdo->pco", block, scaled[jj])
+            out += np.einsum("pco,pco->po", scaled[j], right)
+    return out
 
 
 def rescale_xcorr(xcorr: np.ndarray | None, before: np.ndarray, after: np.ndarray
