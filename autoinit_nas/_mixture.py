@@ -242,6 +242,33 @@ class Mixture:
         n = np.broadcast_to(np.asarray(count, float), (self.channels,))[:, None]
         return values, np.diff(cdf**n, axis=1, prepend=0.0)
 
+    def max_over_groups(self, mean: np.ndarray, var: np.ndarray, count: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel c, the mean and variance of the maximum over groups of positions, group
+        g ``count[c, g]`` independent draws of the channel's shape moved and scaled to
+        ``mean[c, g]``, ``var[c, g]``: on the union of the groups' discretized values the CDF
+        is ``prod_g F_g^count``."""
+        channels, groups = mean.shape
+        rows = self._rows(np.repeat(np.arange(channels), groups)).matched(
+            mean.reshape(-1), var.reshape(-1))
+        values, cdf = rows._sorted_cdf()
+        n = values.shape[1]
+        values, cdf = values.reshape(channels, groups, n), cdf.reshape(channels, groups, n)
+        first, second = np.zeros(channels), np.zeros(channels)
+        for c in range(channels):
+            grid = np.sort(values[c].ravel())
+            total = np.ones(len(grid))
+            for g in range(groups):
+                if count[c, g] <= 0:
+                    continue
+                at = np.searchsorted(values[c, g], grid, side="right")
+                f = np.where(at > 0, cdf[c, g][np.maximum(at - 1, 0)], 0.0)
+                total *= f ** count[c, g]
+            mass = np.diff(total, prepend=0.0)
+            first[c] = np.sum(mass * grid)
+            second[c] = np.sum(mass * grid**2)
+        return first, np.maximum(second - first**2, 0.0)
+
     def max_of(self, rows: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of ``max_j x[rows[w, j]]`` over the members ``inside[w, j]`` of
         each window ``w``, the members independent draws of their own channels (a flat vector
