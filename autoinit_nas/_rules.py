@@ -622,8 +622,12 @@ def _mixture_max(x: Signal, first: np.ndarray, var: np.ndarray, count: Any,
         # mixture can reach far higher than of the Gaussian its source takes
         ratio = exact_var / np.maximum(gauss_var, 1e-300)
         return np.asarray(first) + (exact_mean - gauss_mean), np.asarray(var) * ratio
+    shifted = np.asarray(var) + (exact_var - gauss_var)
+    scaled = np.asarray(var) * (exact_var / np.maximum(gauss_var, 1e-300))
+    # by ratio where the shift would take most of it away: a maximum the shape bounds (a
+    # layer-normed cos, 1/50 of the Gaussians' variance) fell to 0 by a rounding-size mismatch
     return (np.asarray(first) + (exact_mean - gauss_mean),
-            np.maximum(np.asarray(var) + (exact_var - gauss_var), 0.0))
+            np.where(shifted < 0.5 * scaled, scaled, shifted))
 
 
 #: Groups of positions (by how high their values reach) for the maximum over uneven positions.
