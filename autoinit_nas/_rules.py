@@ -714,21 +714,15 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         return Estimate([_max_from(x, pm, pv, int(np.prod(layer.pool_size)), out_shape)])
     avg, count = _pool_geometry(layer, x)
     pm, pv = _pre(x)
-    corr, own = None, None
+    corr = None
     if len(x.shape) == 2:  # correlated values: fewer effective draws; overlapping windows
         size, stride = _pool_1d(layer)
         x_corr = _positions_corr(x)
-        own = _source_window_maxima(layer, x)
-        if own is None:
-            count = np.minimum(count, effective_count(x_corr, size)[None, :])
+        count = np.minimum(count, effective_count(x_corr, size)[None, :])
         corr = pool_corr(x_corr, size, stride, out_shape[0])
     maxima = _window_maxima(layer, x)
-    if own is not None:  # each window's members, correlated as their Gaussians are
-        out = x.like(*_mixture_max(x, *own, count, out_shape), out_shape)
-    elif maxima is None:
-        out = _max_from(x, avg(pm), avg(pv), count, out_shape)
-    else:
-        out = x.like(*maxima, out_shape)
+    out = _max_from(x, avg(pm), avg(pv), count, out_shape) if maxima is None else \
+        x.like(*maxima, out_shape)
     out = replace(out, corr=corr, xcorr=_window_xcorr(layer, x, out_shape, out))
     if out.is_map and x.shape and non_gaussian(x):
         # the shape of the windows' maximum (of the effective count of draws), for a function
@@ -738,65 +732,6 @@ def _max_pool(layer: Any, inputs: list[Signal], ctx: Context, node: Any) -> Esti
         out = replace(out, mixture=mixture_or_gaussian(x, channels).max_mixture(n).matched(
             *channel_moments(out.mean, out.var, channels)))
     return Estimate([_pooled_phase(layer, x, out, None) if x.phase is not None else out])
-
-
-#: Windows whose maximum of a function of correlated Gaussians is integrated over the
-#: members' joint Gaussian (``_source_window_maxima``): Gauss-Hermite nodes per member.
-_COPULA_NODES = {2: 24, 3: 10}
-
-
-def _source_window_maxima(layer: Any, x: Signal) -> tuple[np.ndarray, np.ndarray] | None:
-    """For a sequence that is a function of a Gaussian (a source), pooled by windows of two or
-    three: each window's mean and variance of ``max_i f(G_i)`` over its own members (their
-    own moments, the padding left out, correlated as the source's ``corr`` says), on a tensor
-    Gauss-Hermite grid; windows alike up to 1e-6 are integrated once. The rule for alike
-    values took a window's average moments and an effective count (at most its size): at the
-    borders of a normalized 'same' map (member means -0.33, -0.33, 0.53) hard_silu's maximum
-    was predicted -0.19 for 0.54 measured, and negatively correlated neighbours, which push
-    the maximum up, were taken as independent. None where it does not apply."""
-    src = x.source
-    if src is None or x.phase is not None or len(x.shape) != 2 or not x.is_map:
-        return None
-    size, _ = _pool_1d(layer)
-    if size not in _COPULA_NODES:
-        return None
-    channels = x.shape[-1]
-
-    def members(m: Any) -> np.ndarray:  # (n_out, channels, size)
-        return windows(np.broadcast_to(m, x.shape)[None].astype(float), (size,), layer)[0]
-
-    mean, var, inside = members(src.mean), members(src.var), members(np.ones(x.shape)) > 0
-    lags = np.zeros((size, channels))
-    if src.corr is not None:
-        have = min(size, src.corr.shape[0])
-        lags[:have] = src.corr[:have]
-    lags[0] = 1.0
-    d = np.abs(np.arange(size)[:, None] - np.arange(size)[None, :])
-    w_eig, v_eig = np.linalg.eigh(lags[d].transpose(2, 0, 1))  # per channel (size, size)
-    root = v_eig * np.sqrt(np.maximum(w_eig, 0.0))[:, None, :]
-    n_out = mean.shape[0]
-    chan = np.broadcast_to(np.arange(channels)[None, :], (n_out, channels))
-    keys = np.concatenate([chan[..., None], np.round(mean, 6), np.round(var, 6),
-                           inside], axis=-1).reshape(n_out * channels, -1)
-    _, first_at, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    z, u = np.polynomial.hermite_e.hermegauss(_COPULA_NODES[size])
-    u = u / u.sum()
-    grid = np.stack(np.meshgrid(*([z] * size), indexing="ij"), -1).reshape(-1, size)
-    weight = np.prod(np.stack(np.meshgrid(*([u] * size), indexing="ij"), -1)
-                     .reshape(-1, size), axis=1)
-    flat_m, flat_v = mean.reshape(-1, size)[first_at], var.reshape(-1, size)[first_at]
-    flat_in = inside.reshape(-1, size)[first_at]
-    g = np.einsum("nj,wij->wni", grid, root[chan.reshape(-1)[first_at]])  # (W, N, size)
-    g = flat_m[:, None, :] + np.sqrt(np.maximum(flat_v, 0.0))[:, None, :] * g
-    with np.errstate(all="ignore"):
-        values = np.nan_to_num(np.asarray(src.fn(g), float))
-    top = np.where(flat_in[:, None, :], values, -np.inf).max(axis=-1)
-    top = np.where(np.isfinite(top), top, 0.0)
-    first = top @ weight
-    second = (top * top) @ weight
-    inverse = np.asarray(inverse).reshape(-1)
-    return (first[inverse].reshape(n_out, channels),
-            np.maximum(second - first**2, 0.0)[inverse].reshape(n_out, channels))
 
 
 #: Largest correlation between a window's members that ``_window_maxima`` takes as independent
