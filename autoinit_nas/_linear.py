@@ -231,7 +231,7 @@ def _border_extra(layer: Any, x: Signal, kernel: np.ndarray, dilation: int,
         np.abs(fields - mean_sd) > _UNEVEN * np.maximum(mean_sd, 1e-300), axis=(1, 2))
     if not np.any(odd):
         return extra
-    own = border_var(x.xcorr, x.corr, var_c, kernel, dilation, fields[odd])
+    own = border_var(x.xcorr, x.corr, kernel, dilation, fields[odd])
     if own is None:
         return extra
     out = np.repeat(np.asarray(extra, float)[None, :], len(fields), axis=0)

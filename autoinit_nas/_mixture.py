@@ -100,6 +100,23 @@ def _rebin(values: np.ndarray, probs: np.ndarray, k: int,
     return atoms, mass, inner
 
 
+def _max_of_members(values: np.ndarray, cdf: np.ndarray, powers: np.ndarray
+                    ) -> tuple[float, float]:
+    """Mean and variance of the maximum of independent members, member m ``powers[m]`` draws
+    of the discrete distribution with sorted ``values[m]`` and CDF ``cdf[m]``: on the union of
+    their values the CDF is ``prod_m F_m^powers[m]``."""
+    grid = np.sort(values.ravel())
+    total = np.ones(len(grid))
+    for v, f, p in zip(values, cdf, powers, strict=True):
+        if p <= 0:
+            continue
+        at = np.searchsorted(v, grid, side="right")  # F_m(t): the mass of m's values <= t
+        total *= np.where(at > 0, f[np.maximum(at - 1, 0)], 0.0) ** p
+    mass = np.diff(total, prepend=0.0)
+    first = float(np.sum(mass * grid))
+    return first, max(float(np.sum(mass * grid**2)) - first**2, 0.0)
+
+
 @dataclass(frozen=True)
 class Mixture:
     """Per channel c: x ~ sum_k probs[c, k] N(atoms[c, k] + noise_mean[c],
@@ -223,14 +240,19 @@ class Mixture:
         re-binned (its shape, for a function after a max pooling)."""
         return Mixture.rebinned(*self._max_distribution(count))
 
+    def _nodes(self, nodes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every component discretized by ``nodes`` Gauss-Hermite nodes (atoms alone stay one
+        value each): values and probabilities, (C, n) each."""
+        sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
+        z, u = _hermite(nodes) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
+        values = ((self.atoms + self.noise_mean[:, None])[:, :, None]
+                  + sd[:, :, None] * z).reshape(self.channels, -1)
+        return values, (self.probs[:, :, None] * u).reshape(self.channels, -1)
+
     def _sorted_cdf(self) -> tuple[np.ndarray, np.ndarray]:
         """Per channel, every component discretized by ``MAX_NODES`` Gauss-Hermite nodes (atoms
         alone stay one value each): the sorted values (C, n) and the CDF at each."""
-        sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
-        z, u = _hermite(MAX_NODES) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
-        values = ((self.atoms + self.noise_mean[:, None])[:, :, None]
-                  + sd[:, :, None] * z).reshape(self.channels, -1)
-        probs = (self.probs[:, :, None] * u).reshape(self.channels, -1)
+        values, probs = self._nodes(MAX_NODES)
         order = np.argsort(values, axis=1, kind="stable")
         values = np.take_along_axis(values, order, axis=1)
         cdf = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
@@ -254,20 +276,11 @@ class Mixture:
         values, cdf = rows._sorted_cdf()
         n = values.shape[1]
         values, cdf = values.reshape(channels, groups, n), cdf.reshape(channels, groups, n)
-        first, second = np.zeros(channels), np.zeros(channels)
+        first, var = np.zeros(channels), np.zeros(channels)
         for c in range(channels):
-            grid = np.sort(values[c].ravel())
-            total = np.ones(len(grid))
-            for g in range(groups):
-                if count[c, g] <= 0:
-                    continue
-                at = np.searchsorted(values[c, g], grid, side="right")
-                f = np.where(at > 0, cdf[c, g][np.maximum(at - 1, 0)], 0.0)
-                total *= f ** count[c, g]
-            mass = np.diff(total, prepend=0.0)
-            first[c] = np.sum(mass * grid)
-            second[c] = np.sum(mass * grid**2)
-        return first, np.maximum(second - first**2, 0.0)
+            first[c], var[c] = _max_of_members(values[c], cdf[c],
+                                               np.maximum(count[c], 0.0))
+        return first, var
 
     def max_of(self, rows: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of ``max_j x[rows[w, j]]`` over the members ``inside[w, j]`` of
@@ -278,14 +291,8 @@ class Mixture:
         mean, var = np.zeros(len(rows)), np.zeros(len(rows))
         for w, (row, keep) in enumerate(zip(rows, inside, strict=True)):
             members = row[keep]
-            grid = np.sort(values[members].ravel())
-            total = np.ones(len(grid))
-            for m in members:  # F_m(t): the mass of member m's values <= t
-                at = np.searchsorted(values[m], grid, side="right")
-                total *= np.where(at > 0, cdf[m][np.maximum(at - 1, 0)], 0.0)
-            mass = np.diff(total, prepend=0.0)
-            first = float(np.sum(mass * grid))
-            mean[w], var[w] = first, max(float(np.sum(mass * grid**2)) - first**2, 0.0)
+            mean[w], var[w] = _max_of_members(values[members], cdf[members],
+                                              np.ones(len(members)))
         return mean, var
 
     def normalized_over_channels(self, eps: float) -> Mixture:
@@ -299,11 +306,7 @@ class Mixture:
         of its variance; now 0.85x, relu's 0.96x, exp's 1.24x). Values are clipped to the bound
         ``|y| <= sqrt(C - 1)``."""
         c = self.channels
-        sd = np.sqrt(np.maximum(self.spread + self.noise_var[:, None], 0.0))
-        zn, un = _hermite(NOISE_NODES) if np.any(sd > 0) else (np.zeros(1), np.ones(1))
-        values = ((self.atoms + self.noise_mean[:, None])[:, :, None]
-                  + sd[:, :, None] * zn).reshape(c, -1)
-        probs = (self.probs[:, :, None] * un).reshape(c, -1)
+        values, probs = self._nodes(NOISE_NODES)
         probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-300)
         moments = [np.sum(probs * values**k, axis=1) for k in (1, 2, 3, 4)]
         m1, m2, m3, m4 = moments

@@ -348,7 +348,6 @@ BORDER_BUDGET = 2e7
 def border_var(
     xcorr: np.ndarray | None,
     corr: np.ndarray | None,
-    var: np.ndarray,
     kernel: np.ndarray,
     dilation: int,
     fields: np.ndarray,
@@ -357,19 +356,18 @@ def border_var(
     with kernel ``(taps, C, O)``, from their own receptive fields: ``fields`` ``(P, C, taps)``
     holds each input element's standard deviation (0 in the padding), and the result
     ``(P, O)`` is ``sum_{j, j'} W[j]^T (s_j s_j'^T * R[dil (j' - j)]) W[j']`` less its
-    independent terms (R: the correlation the stationary rule uses with ``var``, the channels'
-    mean variance). At the borders this drops the cross terms of the taps in the padding, and
-    elsewhere weighs them by the elements' own variance (a stationary rule left both in and
-    drove the first position of a 16-channel conv after a border-damped one to 0; it measured
-    0.27). None past ``BORDER_BUDGET`` multiply-adds."""
+    independent terms (R: the correlation the stationary rule uses). At the borders this
+    drops the cross terms of the taps in the padding, and elsewhere weighs them by the
+    elements' own variance (a stationary rule left both in and drove the first position of
+    a 16-channel conv after a border-damped one to 0; it measured 0.27). None past
+    ``BORDER_BUDGET`` multiply-adds."""
     taps, channels, outs = kernel.shape
     positions = len(fields)
     if positions * taps * taps * channels * channels * outs > BORDER_BUDGET:
         return None
-    sd = np.sqrt(np.maximum(var, 0.0))
-    g = _covariance(xcorr, corr, var, (fields.shape[-1] * dilation,))
-    rho = g / np.maximum(sd[:, None] * sd[None, :], 1e-300)
-    k_in = _center(g)[0]
+    # the correlation alone: each element's own sd is in ``fields``
+    rho = _covariance(xcorr, corr, np.ones(channels), (fields.shape[-1] * dilation,))
+    k_in = _center(rho)[0]
     scaled = fields.transpose(2, 0, 1)[..., None] * kernel[:, None]  # (taps, P, C, O)
     out = np.zeros((positions, outs))
     for j in range(taps):
